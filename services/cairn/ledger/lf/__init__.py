@@ -1,0 +1,1 @@
+"""Cairn's own DAML-LF engine: DAR decoding, the package model and the interpreter."""
