@@ -1,1 +1,1 @@
-"""Cairn: a Golem-compatible control plane and a DAML-compatible ledger, served over gRPC and Envoy REST."""
+"""Cairn: a Golem-compatible control plane and a DAML-compatible ledger, over gRPC and REST."""

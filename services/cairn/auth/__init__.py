@@ -1,1 +1,1 @@
-
+"""The auth service: accounts, bearer tokens, and Envoy's external authorization."""

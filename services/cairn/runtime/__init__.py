@@ -1,1 +1,1 @@
-
+"""The shared service runtime: settings, logging, errors, gRPC server, callers, REST bodies."""

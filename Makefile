@@ -1,0 +1,51 @@
+# Cairn: `make run` starts the whole stack, `make test` runs the whole suite. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto')
+PROTO_STAMP := build/.proto-stamp
+
+.PHONY: help setup proto run test test-fast bench lint typecheck check clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP) ## create .venv and install the package with its dev and stack extras
+
+$(PROTO_STAMP): $(STAMP) $(PROTOS) scripts/gen_protos.py
+	$(PY) scripts/gen_protos.py
+	touch $@
+
+proto: $(PROTO_STAMP) ## generate Python stubs (services/cairn/*/v1) and Envoy's descriptor set (build/cairn.binpb)
+
+run: proto ## start Redis, the four services and Envoy in the foreground (Ctrl-C stops all)
+	exec $(PY) -m cairn.stack
+
+test: proto ## run the whole test suite (unit, service, integration and end-to-end)
+	$(PY) -m pytest
+
+test-fast: proto ## the suite without the slow end-to-end tests
+	$(PY) -m pytest -m 'not e2e and not bench'
+
+bench: proto ## run the benchmarks and print their numbers
+	$(PY) -m pytest -m bench -s -p no:randomly
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check services tests scripts
+
+typecheck: proto ## mypy --strict
+	$(VENV)/bin/mypy
+
+check: lint typecheck test ## everything CI cares about
+
+clean: ## remove generated code and build output (keeps .venv and .run)
+	rm -rf build
+	find services -path '*/v1/*_pb2*' -delete

@@ -1,0 +1,48 @@
+-- REST shaper: first HTTP filter, so on the way back it runs after the transcoder and ext_authz.
+-- Request path: drops any client-sent x-cairn-principal, marks transcoded (non-gRPC) calls with x-cairn-rest: 1 so services render JSON.
+-- Response path: applies the x-http-status / x-http-body a service attached to an error, and strips
+-- gRPC plumbing headers from REST responses. Native gRPC calls pass through untouched.
+local STRIP = {"x-http-body", "x-http-status", "grpc-status", "grpc-message",
+               "grpc-status-details-bin", "grpc-accept-encoding", "x-envoy-upstream-service-time"}
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  -- Only ext_authz (after this filter) may assert who the caller is.
+  headers:remove("x-cairn-principal")
+  local ct = headers:get("content-type") or ""
+  if string.sub(ct, 1, 16) == "application/grpc" then
+    handle:streamInfo():dynamicMetadata():set("cairn.rest", "native_grpc", "1")
+    headers:remove("x-cairn-rest")
+  else
+    headers:replace("x-cairn-rest", "1")
+  end
+end
+
+function envoy_on_response(handle)
+  local md = handle:streamInfo():dynamicMetadata():get("cairn.rest")
+  if md ~= nil and md["native_grpc"] == "1" then return end
+  local h = handle:headers()
+  local body = h:get("x-http-body")
+  local status = h:get("x-http-status")
+  -- Every header edit happens before body(): the headers object is invalid after that yield.
+  if status ~= nil then h:replace(":status", status) end
+  if body ~= nil then h:replace("content-type", "application/json") end
+  for _, k in ipairs(STRIP) do h:remove(k) end
+  if body ~= nil then
+    handle:body(true):setBytes(body)
+    return
+  end
+  if status == nil and h:get(":status") ~= "200" and h:get("content-type") == "application/grpc" then
+    -- The error came in gRPC trailers (the service had already started a streamed reply).
+    local b = handle:body(true)
+    local t = handle:trailers()
+    local tb = t and t:get("x-http-body")
+    if tb ~= nil then
+      b:setBytes(tb)
+      local h2 = handle:headers()
+      h2:replace("content-type", "application/json")
+      local ts = t:get("x-http-status")
+      if ts ~= nil then h2:replace(":status", ts) end
+    end
+  end
+end

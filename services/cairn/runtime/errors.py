@@ -1,0 +1,94 @@
+"""The one error model: domain errors, their gRPC codes, and the exact REST bodies clients see.
+
+Handlers raise `ServiceError` subclasses; the server interceptor (runtime.server) turns them into a
+gRPC status plus `x-http-status`/`x-http-body` trailing metadata, which Envoy's Lua shaper
+(envoy/rest_shaper.lua) turns into the documented HTTP status and JSON body.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+
+import grpc
+
+
+class ErrorStyle(enum.Enum):
+    """How an API family spells its error bodies."""
+
+    # Golem: 400 {"errors":[...]}, everything else {"error":"..."}.
+    GOLEM = "golem"
+    # DAML JSON API: {"status":N,"errors":[...]}.
+    LEDGER = "ledger"
+
+
+class ServiceError(Exception):
+    """A failure the client caused or must know about; carries its HTTP and gRPC status."""
+
+    http_status = 500
+    grpc_code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__(*messages)
+        self.messages: tuple[str, ...] = messages or ("Internal server error",)
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.messages)
+
+    def rest_body(self, style: ErrorStyle) -> str:
+        if style is ErrorStyle.LEDGER:
+            body: dict[str, object] = {"status": self.http_status, "errors": list(self.messages)}
+        elif self.http_status == 400:
+            body = {"errors": list(self.messages)}
+        else:
+            body = {"error": self.message}
+        # ASCII-only: the body travels as a gRPC metadata value.
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":"))
+
+
+class InvalidRequest(ServiceError):
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(ServiceError):
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    """Golem answers authorization failures with 401, not 403."""
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class LimitExceeded(ServiceError):
+    http_status = 403
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class NotFound(ServiceError):
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ServiceError):
+    http_status = 409
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Conflict(ServiceError):
+    http_status = 409
+    grpc_code = grpc.StatusCode.ABORTED
+
+
+class Internal(ServiceError):
+    http_status = 500
+    grpc_code = grpc.StatusCode.INTERNAL
+
+
+class Unavailable(ServiceError):
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,87 @@
+"""Settings for every Cairn process, read once from the environment (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORTS = {"project": 50051, "component": 50052, "auth": 50053, "ledger": 50054}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One immutable settings object; `from_env` is the only place that reads os.environ."""
+
+    bind_host: str = "127.0.0.1"
+    http_port: int = 8080
+    envoy_admin_port: int = 9901
+    grpc_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    redis_url: str = ""
+    run_dir: Path = Path(".run")
+    log_level: str = "info"
+    log_format: str = "json"
+    root_token: str = ""
+    root_account_id: str = "root"
+    root_account_email: str = "root@cairn.local"
+    # Key for the HMAC that services use to trust the principal header set by Envoy's ext_authz.
+    internal_secret: str = ""
+    auth_address: str = ""
+    project_address: str = ""
+    grpc_max_message_bytes: int = 64 << 20
+    shutdown_grace_seconds: float = 5.0
+
+    def grpc_port(self, service: str) -> int:
+        return self.grpc_ports[service]
+
+    def address(self, service: str) -> str:
+        explicit = {"auth": self.auth_address, "project": self.project_address}.get(service, "")
+        return explicit or f"{self.bind_host}:{self.grpc_ports[service]}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        ports = {
+            name: _int(env, f"CAIRN_{name.upper()}_GRPC_PORT", default)
+            for name, default in DEFAULT_PORTS.items()
+        }
+        return cls(
+            bind_host=env.get("CAIRN_BIND_HOST", "127.0.0.1"),
+            http_port=_int(env, "CAIRN_HTTP_PORT", 8080),
+            envoy_admin_port=_int(env, "CAIRN_ENVOY_ADMIN_PORT", 9901),
+            grpc_ports=ports,
+            redis_url=env.get("CAIRN_REDIS_URL", ""),
+            run_dir=Path(env.get("CAIRN_RUN_DIR", ".run")),
+            log_level=env.get("CAIRN_LOG_LEVEL", "info").lower(),
+            log_format=env.get("CAIRN_LOG_FORMAT", "json").lower(),
+            root_token=env.get("CAIRN_ROOT_TOKEN", ""),
+            root_account_id=env.get("CAIRN_ROOT_ACCOUNT_ID", "root"),
+            root_account_email=env.get("CAIRN_ROOT_ACCOUNT_EMAIL", "root@cairn.local"),
+            internal_secret=env.get("CAIRN_INTERNAL_SECRET", ""),
+            auth_address=env.get("CAIRN_AUTH_ADDR", ""),
+            project_address=env.get("CAIRN_PROJECT_ADDR", ""),
+            grpc_max_message_bytes=_int(env, "CAIRN_GRPC_MAX_MESSAGE_BYTES", 64 << 20),
+            shutdown_grace_seconds=float(env.get("CAIRN_SHUTDOWN_GRACE_SECONDS", "5")),
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail fast, naming the environment variable, when a setting a service needs is empty."""
+        env_names = {
+            "redis_url": "CAIRN_REDIS_URL",
+            "internal_secret": "CAIRN_INTERNAL_SECRET",
+            "root_token": "CAIRN_ROOT_TOKEN",
+        }
+        missing = [env_names.get(n, n) for n in names if not getattr(self, n)]
+        if missing:
+            raise SystemExit(f"missing required setting(s): {', '.join(missing)}")

