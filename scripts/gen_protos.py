@@ -5,6 +5,7 @@ package `cairn.<svc>.v1` is the Python package of the same name. The descriptor 
 import, which the grpc_json_transcoder needs.
 """
 
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "services"
 DESCRIPTOR = ROOT / "build" / "cairn.binpb"
+
+
+def _plugin(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} not found: install the dev extra (mypy-protobuf)")
+    return found
 
 
 def main() -> int:
@@ -34,6 +43,9 @@ def main() -> int:
         f"--python_out={OUT_DIR}",
         f"--pyi_out={OUT_DIR}",
         f"--grpc_python_out={OUT_DIR}",
+        # Typed stubs for the grpc modules (sync and asyncio), from mypy-protobuf.
+        f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
+        f"--mypy_grpc_out={OUT_DIR}",
         "--include_imports",
         "--include_source_info",
         f"--descriptor_set_out={DESCRIPTOR}",

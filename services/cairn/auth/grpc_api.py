@@ -56,7 +56,7 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):
+class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Envoy asks before every protected request; a yes carries the signed principal header."""
 
     def __init__(self, authenticator: Authenticator, internal_secret: str) -> None:

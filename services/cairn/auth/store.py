@@ -17,6 +17,10 @@ DEFAULT_PLAN_ID = "00000000-0000-0000-0000-000000000000"
 FAR_FUTURE = "2100-01-01T00:00:00Z"
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def secret_digest(secret: str) -> str:
     # Secrets are random v4 UUIDs (122 bits): a fast unsalted hash suffices, nothing to brute-force.
     return hashlib.sha256(secret.lower().encode()).hexdigest()
@@ -73,7 +77,7 @@ class AuthStore:
         token_id = await self._r.get(self._secret_key(secret))
         if token_id is None:
             return None
-        raw = await self._r.get(self._token_key(token_id.decode()))
+        raw = await self._r.get(self._token_key(_text(token_id)))
         return None if raw is None else Token(**json.loads(raw))
 
     async def add_token(self, account_id: str, secret: str, expires_at: str) -> Token:
@@ -98,6 +102,6 @@ class AuthStore:
             tx.set(marker, token.id)
             if previous is not None:
                 # A changed CAIRN_ROOT_TOKEN revokes the old one.
-                tx.delete(self._token_key(previous.decode()))
+                tx.delete(self._token_key(_text(previous)))
                 tx.srem(f"{self._account_key(account_id)}:tokens", previous)
             await tx.execute()

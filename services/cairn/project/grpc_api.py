@@ -20,7 +20,7 @@ _PROJECT_TYPES = {
     ProjectType.NON_DEFAULT: pb.PROJECT_TYPE_NON_DEFAULT,
 }
 # Domain enum order equals proto enum numbering (1-based).
-_ACTION_TO_PB = {a: i for i, a in enumerate(ProjectAction, start=1)}
+_ACTION_TO_PB: dict[ProjectAction, Any] = {a: i for i, a in enumerate(ProjectAction, start=1)}
 _PB_TO_ACTION = {i: a for a, i in _ACTION_TO_PB.items()}
 
 

@@ -81,6 +81,8 @@ class ProjectService:
         if owner != caller.account_id and not caller.is_admin:
             raise PermissionDenied(f"Access to account `{owner}` is not allowed")
         project = Project(str(uuid.uuid4()), name, owner, description, ProjectType.NON_DEFAULT)
+        # Golem gives every account its default project first; keep listing order the same.
+        await self.default_project(Principal(owner))
         await self._store.create(project)
         return project
 

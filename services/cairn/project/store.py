@@ -65,7 +65,8 @@ class ProjectStore:
 
     async def owned_ids(self, account_id: str) -> list[str]:
         """The owner's project ids, oldest first."""
-        return [m.decode() for m in await self._r.zrange(self._owned_key(account_id), 0, -1)]
+        members = await self._r.zrange(self._owned_key(account_id), 0, -1)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     async def delete(self, project: Project) -> None:
         async with self._r.pipeline(transaction=True) as tx:

@@ -25,9 +25,9 @@ class CallerResolver:
     def __init__(self, internal_secret: str, auth_address: str) -> None:
         self._secret = internal_secret
         self._auth_address = auth_address
-        self._stub: auth_service_pb2_grpc.AuthServiceStub | None = None
+        self._stub: auth_service_pb2_grpc.AuthServiceAsyncStub | None = None
 
-    def _auth(self) -> auth_service_pb2_grpc.AuthServiceStub:
+    def _auth(self) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
         if self._stub is None:
             channel = grpc.aio.insecure_channel(self._auth_address)
             self._stub = auth_service_pb2_grpc.AuthServiceStub(channel)

@@ -9,11 +9,12 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cairn.runtime.errors import ErrorStyle, ServiceError
@@ -21,6 +22,7 @@ from cairn.runtime.errors import ErrorStyle, ServiceError
 log = structlog.get_logger()
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 # Service names the health endpoints know about, including services without RPCs yet.
@@ -55,7 +57,7 @@ async def _abort(context: Context, err: ServiceError, style: ErrorStyle) -> None
     )
 
 
-class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
     """Binds the request id for logs, maps ServiceError to a status and REST body, logs once."""
 
     def __init__(self, style: ErrorStyle) -> None:
@@ -63,12 +65,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(details)
-        if handler is None:
-            return None
+        if handler is None:  # unknown method: let grpc answer UNIMPLEMENTED
+            return handler
         method = details.method
         style = self._style
 
@@ -107,7 +109,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             return run
 
-        def streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+        def streaming(behavior: Any) -> Callable[..., Any]:
             async def run(request: Any, context: Context) -> AsyncIterator[Any]:
                 started, code = begin(context), "OK"
                 try:
@@ -136,7 +138,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
 
 
-class FederatedHealth(health.aio.HealthServicer):  # type: ignore[misc]
+class FederatedHealth(AsyncHealthServicer):  # type: ignore[misc]
     """Health for this process's services, forwarding checks for the other Cairn services.
 
     Envoy routes `grpc.health.v1.Health` to one service; forwarding lets a client behind Envoy ask

@@ -1,1 +1,1 @@
-"""The whole stack on one machine: embedded Redis, the four services and Envoy (`make run`, tests)."""
+"""The whole stack on one machine: embedded Redis, the four services and Envoy."""

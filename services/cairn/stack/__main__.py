@@ -26,7 +26,8 @@ def main() -> int:
     while not stop.wait(0.5):
         dead = stack.exited()
         if dead is not None:
-            print(f"cairn: {dead.name} exited ({dead.process.returncode}); stopping", file=sys.stderr)
+            code = dead.process.returncode
+            print(f"cairn: {dead.name} exited ({code}); stopping", file=sys.stderr)
             status = 1
             break
     stack.stop()

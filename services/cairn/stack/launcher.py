@@ -141,11 +141,14 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
-                raise StackError(f"{child.name} exited with {child.process.returncode}{self._hint(child)}")
+                code = child.process.returncode
+                raise StackError(f"{child.name} exited with {code}{self._hint(child)}")
             if callable(ready) and ready():
                 return
             time.sleep(0.05)
-        raise StackError(f"{child.name} did not become ready ({what}) in {timeout:.0f}s{self._hint(child)}")
+        raise StackError(
+            f"{child.name} did not become ready ({what}) in {timeout:.0f}s{self._hint(child)}"
+        )
 
     def _hint(self, child: Child) -> str:
         return f"; see {self.log_dir / (child.name + '.log')}" if self.log_dir else ""

@@ -1,0 +1,29 @@
+"""Settings come from the environment, with documented defaults and clear failures."""
+
+import pytest
+
+from cairn.runtime.settings import Settings
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.http_port == 8080
+    assert s.grpc_port("project") == 50051
+    assert s.address("auth") == "127.0.0.1:50053"
+
+
+def test_overrides_and_explicit_addresses() -> None:
+    s = Settings.from_env(
+        {"CAIRN_HTTP_PORT": "9000", "CAIRN_LEDGER_GRPC_PORT": "7000", "CAIRN_AUTH_ADDR": "auth:1"}
+    )
+    assert (s.http_port, s.grpc_port("ledger"), s.address("auth")) == (9000, 7000, "auth:1")
+
+
+def test_bad_integer_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="CAIRN_HTTP_PORT"):
+        Settings.from_env({"CAIRN_HTTP_PORT": "eighty"})
+
+
+def test_require_names_missing_variables() -> None:
+    with pytest.raises(SystemExit, match="CAIRN_REDIS_URL"):
+        Settings.from_env({}).require("redis_url")
