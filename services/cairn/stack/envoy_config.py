@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
 ENVOY_DIR = Path(__file__).resolve().parents[3] / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.in"
 LUA_SHAPER = ENVOY_DIR / "rest_shaper.lua"
-# Every gRPC service that has REST paths; must match the descriptor set or Envoy refuses to start.
-TRANSCODED_SERVICES = ("cairn.project.v1.ProjectService",)
 
 _CLUSTER = """\
   - name: {name}
@@ -39,6 +40,22 @@ class EnvoyLayout:
     max_body_bytes: int = 64 << 20
 
 
+def transcoded_services(descriptor_path: Path) -> list[str]:
+    """Every Cairn service with at least one google.api.http rule, read from the descriptor set.
+
+    Envoy refuses to start on a service name the descriptor lacks, so the list is derived, not kept.
+    """
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    names = []
+    for file in files.file:
+        if not file.package.startswith("cairn."):
+            continue
+        for service in file.service:
+            if any(m.options.HasExtension(annotations_pb2.http) for m in service.method):
+                names.append(f"{file.package}.{service.name}")
+    return sorted(names)
+
+
 def render(layout: EnvoyLayout) -> str:
     clusters = "".join(
         _CLUSTER.format(
@@ -55,7 +72,7 @@ def render(layout: EnvoyLayout) -> str:
         ADMIN_PORT=layout.admin_port,
         LUA_PATH=LUA_SHAPER,
         DESCRIPTOR_PATH=layout.descriptor_path,
-        TRANSCODED_SERVICES=", ".join(TRANSCODED_SERVICES),
+        TRANSCODED_SERVICES=", ".join(transcoded_services(layout.descriptor_path)),
         MAX_BODY_BYTES=layout.max_body_bytes,
         CLUSTERS=clusters.rstrip("\n"),
     )

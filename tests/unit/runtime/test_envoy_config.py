@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
 
-from cairn.stack.envoy_config import EnvoyLayout, render
+from cairn.stack.envoy_config import EnvoyLayout, render, transcoded_services
 from cairn.stack.launcher import DESCRIPTOR, SERVICES, envoy_binary
 
 
@@ -39,3 +39,9 @@ def test_envoy_accepts_the_config(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_transcoded_services_are_read_from_the_descriptor_set() -> None:
+    services = transcoded_services(DESCRIPTOR)
+    assert "cairn.project.v1.ProjectService" in services
+    assert all(name.startswith("cairn.") for name in services)
