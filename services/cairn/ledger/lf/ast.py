@@ -134,7 +134,7 @@ class Expr:
 class Node(Expr):
     """A generic expression node: a tag plus positional operands in `a`, `b`, `c`, `d`."""
 
-    __slots__ = ("a", "b", "c", "d", "tag")
+    __slots__ = ("a", "b", "c", "d", "subs", "tag")
 
     def __init__(self, tag: int, a: Any = None, b: Any = None, c: Any = None, d: Any = None):
         self.tag = tag
@@ -142,6 +142,9 @@ class Node(Expr):
         self.b = b
         self.c = c
         self.d = d
+        # Sub-expressions evaluated in order before the node completes (filled by the
+        # interpreter on first visit).
+        self.subs: tuple[Expr, ...] | None = None
 
     def __repr__(self) -> str:
         return f"Node({EXPR_TAG_NAMES.get(self.tag, self.tag)}, {self.a!r}, {self.b!r})"
@@ -223,8 +226,8 @@ P_ENUM = 7  # tycon, constructor
 class CaseAlt:
     __slots__ = ("binder", "binder2", "body", "kind", "match")
 
-    def __init__(self, kind: int, body: Expr, match: Any = None, binder: str | None = None,
-                 binder2: str | None = None) -> None:
+    def __init__(self, kind: int, body: Expr, match: Any = None, binder: str = "",
+                 binder2: str = "") -> None:
         self.kind = kind
         self.body = body
         self.match = match

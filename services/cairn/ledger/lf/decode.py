@@ -194,14 +194,11 @@ class PackageDecoder:
             inner = self.expr(tyapp.msg(1), nats)
             runtime_args: list[A.Expr] = []
             for tmsg in tyapp.msgs(2):
-                if tmsg.has(11):
-                    runtime_args.append(N(A.E_CONST, tmsg.sint64(11)))
-                elif tmsg.has(1):
-                    var = tmsg.msg(1)
-                    assert var is not None
-                    var_name = self.name(var, 1, 3)
-                    if var_name in nats:
-                        runtime_args.append(N(A.E_VAR, "@" + var_name))
+                type_arg = self.type(tmsg)
+                if isinstance(type_arg, A.TNat):
+                    runtime_args.append(N(A.E_CONST, type_arg.value))
+                elif isinstance(type_arg, A.TVar) and type_arg.name in nats:
+                    runtime_args.append(N(A.E_VAR, "@" + type_arg.name))
             if runtime_args:
                 return N(A.E_APP, inner, tuple(runtime_args))
             return inner

@@ -177,3 +177,27 @@ def compare(left: Value, right: Value) -> int:
 
 def equal(left: Value, right: Value) -> bool:
     return compare(left, right) == 0
+
+
+def value_key(value: Value) -> Any:
+    """A hashable canonical form of a serializable value (used to index contract keys)."""
+    vt = type(value)
+    if vt is tuple:
+        return ("l", *(value_key(v) for v in value))
+    if vt is Record:
+        return ("r", str(value.tycon), *(value_key(v) for v in value.values))
+    if vt is Variant:
+        return ("v", value.constructor, value_key(value.value))
+    if vt is Enum:
+        return ("e", value.constructor)
+    if vt is Some:
+        return ("s", value_key(value.value))
+    if vt is dict:
+        return ("m", *((k, value_key(value[k])) for k in sorted(value)))
+    if vt is GenMap:
+        return ("g", *((value_key(k), value_key(v)) for k, v in value.entries))
+    if vt is Decimal:
+        return ("n", str(value.normalize()) if value else "0")
+    if vt is bool:
+        return ("b", value)
+    return value
