@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from cairn.auth.grpc_api import AuthApi, ExtAuthzApi
+from cairn.auth.ext_authz import ExtAuthzApi, GolemTokenAuthorizer
+from cairn.auth.grpc_api import AuthApi
 from cairn.auth.service import Authenticator
 from cairn.auth.store import FAR_FUTURE, Account, AuthStore
 from cairn.auth.v1 import auth_service_pb2_grpc
@@ -60,7 +61,7 @@ async def services(redis: aioredis.Redis) -> AsyncIterator[Services]:
     def register_auth(server: grpc.aio.Server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(authn), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            ExtAuthzApi(authn, INTERNAL_SECRET), server
+            ExtAuthzApi(GolemTokenAuthorizer(authn), INTERNAL_SECRET), server
         )
 
     auth = await start_server(register=register_auth, services=["cairn.auth.v1.AuthService"],

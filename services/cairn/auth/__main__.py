@@ -6,7 +6,8 @@ import grpc
 import redis.asyncio as aioredis
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from cairn.auth.grpc_api import AuthApi, ExtAuthzApi
+from cairn.auth.ext_authz import ExtAuthzApi, GolemTokenAuthorizer
+from cairn.auth.grpc_api import AuthApi
 from cairn.auth.service import Authenticator
 from cairn.auth.store import AuthStore
 from cairn.auth.v1 import auth_service_pb2_grpc
@@ -24,7 +25,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
     def register(server: grpc.aio.Server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(authenticator), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            ExtAuthzApi(authenticator, settings.internal_secret), server
+            ExtAuthzApi(GolemTokenAuthorizer(authenticator), settings.internal_secret), server
         )
 
     return register

@@ -14,6 +14,11 @@ from cairn.runtime.principal import Principal
 UNAUTHORIZED = "Unauthorized"
 
 
+def as_caller(principal: Principal, internal_secret: str) -> tuple[tuple[str, str], ...]:
+    """Metadata for calling another Cairn service on behalf of `principal`."""
+    return ((principals.PRINCIPAL_HEADER, principals.sign(principal, internal_secret)),)
+
+
 def bearer_secret(authorization: str) -> str:
     scheme, _, secret = authorization.strip().partition(" ")
     return secret.strip() if scheme.lower() == "bearer" else ""

@@ -1,0 +1,136 @@
+"""Envoy's external authorization: each request is checked by the authorizer for its path.
+
+Golem paths (the default) take a Golem bearer token or session cookie; other API families (the
+DAML ledger's JWTs) register their own `RequestAuthorizer` for their paths in `cairn.auth.__main__`.
+An allowed request carries the signed `x-cairn-principal` header to the services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from cairn.auth.service import MISSING_TOKEN, Authenticator
+from cairn.runtime import principal as principals
+from cairn.runtime.callers import bearer_secret
+from cairn.runtime.errors import ServiceError
+
+Context = grpc.aio.ServicerContext[Any, Any]
+SESSION_COOKIE = "GOLEM_SESSION"
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What an authorizer may look at: method, path (before transcoding), lower-case headers."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Allow:
+    principal: principals.Principal | None = None
+    # Extra headers for the upstream (e.g. claims a service needs), and headers to drop.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    remove: Sequence[str] = ("authorization",)
+
+
+@dataclass(frozen=True)
+class Deny:
+    http_status: int
+    message: str
+
+
+class RequestAuthorizer(Protocol):
+    async def check(self, request: HttpRequest) -> Allow | Deny: ...
+
+
+PathMatcher = Callable[[str], bool]
+
+
+def presented_secret(headers: Mapping[str, str]) -> str:
+    """The token secret from `Authorization: Bearer` or Golem's `GOLEM_SESSION` cookie."""
+    secret = bearer_secret(headers.get("authorization", ""))
+    if secret:
+        return secret
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE:
+            return value.strip()
+    return ""
+
+
+class GolemTokenAuthorizer:
+    """Golem's security schemes: bearer token or session cookie, both a token secret."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authn = authenticator
+
+    async def check(self, request: HttpRequest) -> Allow | Deny:
+        try:
+            principal = await self._authn.authenticate(presented_secret(request.headers))
+        except ServiceError as err:
+            return Deny(err.http_status, err.message)
+        return Allow(principal)
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """Envoy asks before every protected request; the first matching authorizer decides."""
+
+    def __init__(
+        self,
+        default: RequestAuthorizer,
+        internal_secret: str,
+        routes: Sequence[tuple[PathMatcher, RequestAuthorizer]] = (),
+    ) -> None:
+        self._default = default
+        self._routes = list(routes)
+        self._secret = internal_secret
+
+    def authorizer_for(self, path: str) -> RequestAuthorizer:
+        return next((a for matches, a in self._routes if matches(path)), self._default)
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: Context
+    ) -> external_auth_pb2.CheckResponse:
+        http = request.attributes.request.http
+        incoming = HttpRequest(http.method, http.path, dict(http.headers))
+        decision = await self.authorizer_for(http.path).check(incoming)
+        if isinstance(decision, Deny):
+            return self._deny(decision)
+        headers = [_header(k, v) for k, v in decision.headers.items()]
+        if decision.principal is not None:
+            assertion = principals.sign(decision.principal, self._secret)
+            headers.append(_header(principals.PRINCIPAL_HEADER, assertion))
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=headers, headers_to_remove=list(decision.remove)
+            ),
+        )
+
+    @staticmethod
+    def _deny(decision: Deny) -> external_auth_pb2.CheckResponse:
+        message = decision.message or MISSING_TOKEN
+        # Plain text: Envoy's local_reply_config wraps it in the API family's JSON error shape.
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=message),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=decision.http_status), body=message
+            ),
+        )
