@@ -44,8 +44,12 @@ from .model import (
     WitType,
 )
 
-# A guard against inputs that instantiate components combinatorially.
-MAX_COMPONENT_EVALUATIONS = 10_000
+# Guards against small inputs that would cost a lot: components instantiated combinatorially,
+# types shared so often that their JSON explodes (t2 = tuple<t1, t1>, ...), or nested so deep
+# that rendering them recurses past Python's limit. Real components stay far below these.
+MAX_EVALUATED_DEFINITIONS = 2_000_000
+MAX_EXPORTED_TYPE_NODES = 1_000_000
+MAX_TYPE_DEPTH = 100
 
 
 class Resource:
@@ -183,16 +187,18 @@ class Evaluator:
     """Evaluates component bodies; one instance per analysed binary."""
 
     def __init__(self) -> None:
-        self.evaluations = 0
+        self.work = 0
 
     # -- component bodies ------------------------------------------------------------------
 
     def evaluate(
         self, body: ComponentBody, parent: Scope | None, args: Instance | None
     ) -> Instance:
-        self.evaluations += 1
-        if self.evaluations > MAX_COMPONENT_EVALUATIONS:
-            raise analysis_error("too many nested component instantiations", body.offset)
+        self.work += len(body.items) + 1
+        if self.work > MAX_EVALUATED_DEFINITIONS:
+            raise analysis_error(
+                "the component instantiates nested components too many times", body.offset
+            )
         scope = Scope(parent)
         exports: Instance = {}
         for item in body.items:
@@ -469,27 +475,59 @@ class Unsupported(Exception):
         self.kind = kind
 
 
+def children(node: ValueType) -> tuple[ValueType, ...]:
+    """The value types directly inside `node`."""
+    kind, args = node.kind, node.args
+    if kind in ("list", "option"):
+        return (args,)
+    if kind == "tuple":
+        return tuple(args)
+    if kind == "result":
+        return tuple(t for t in args if t is not None)
+    if kind in ("record", "variant"):
+        return tuple(t for _, t in args if t is not None)
+    return ()
+
+
 class Converter:
     """Turns resolved types into the public model, numbering resources in first-seen order."""
 
     def __init__(self) -> None:
         self.resource_ids: dict[Resource, int] = {}
-        self.memo: dict[int, WitType] = {}
+        # id(node) -> (converted type, nodes in its expanded tree, depth of that tree)
+        self.memo: dict[int, tuple[WitType, int, int]] = {}
+        self.expanded_nodes = 0
 
     def function(self, name: str, func: FuncType) -> ExportedFunction:
-        return ExportedFunction(
-            name,
-            tuple(FunctionParameter(label, self.convert(t)) for label, t in func.params),
-            tuple(FunctionResult(label, self.convert(t)) for label, t in func.results),
-        )
+        params = tuple(FunctionParameter(label, self.convert(t)) for label, t in func.params)
+        results = tuple(FunctionResult(label, self.convert(t)) for label, t in func.results)
+        for _, typ in func.params + func.results:
+            self.expanded_nodes += self.memo[id(typ)][1]
+        if self.expanded_nodes > MAX_EXPORTED_TYPE_NODES:
+            raise analysis_error(
+                f"the exported types are too large (over {MAX_EXPORTED_TYPE_NODES} type nodes "
+                f"once expanded, reached at function {name!r})"
+            )
+        return ExportedFunction(name, params, results)
 
     def convert(self, node: ValueType) -> WitType:
+        return self.measure(node)[0]
+
+    def measure(self, node: ValueType) -> tuple[WitType, int, int]:
         cached = self.memo.get(id(node))
         if cached is not None:
             return cached
-        converted = self.build(node)
-        self.memo[id(node)] = converted
-        return converted
+        # Children first (memoised), so the size and depth of this tree are known cheaply.
+        size, depth = 1, 1
+        for child in children(node):
+            _, child_size, child_depth = self.measure(child)
+            size += child_size
+            depth = max(depth, child_depth + 1)
+        if depth > MAX_TYPE_DEPTH:
+            raise analysis_error(f"an exported type is nested deeper than {MAX_TYPE_DEPTH} levels")
+        measured = (self.build(node), size, depth)
+        self.memo[id(node)] = measured
+        return measured
 
     def build(self, node: ValueType) -> WitType:
         kind, args, name = node.kind, node.args, node.name
