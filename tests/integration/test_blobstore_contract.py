@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import pytest
+
 from cairn.blobstore import (
     BlobInfo,
     BlobNotFound,
@@ -391,8 +392,10 @@ async def test_disk_store_writes_nothing_outside_its_root(tmp_path: Path) -> Non
 async def test_many_concurrent_puts(backend: Backend) -> None:
     blobs = {f"concurrent/{n:03d}": _payload(1000 + n * 997, seed=n) for n in range(60)}
     infos = await asyncio.gather(
-        *(backend.store.put(key, _uneven_chunks(data, seed=n)) for n, (key, data) in
-          enumerate(blobs.items()))
+        *(
+            backend.store.put(key, _uneven_chunks(data, seed=n))
+            for n, (key, data) in enumerate(blobs.items())
+        )
     )
     assert infos == [_expected_info(key, data) for key, data in blobs.items()]
     contents = await asyncio.gather(*(_read_all(backend.store, key) for key in blobs))
@@ -436,4 +439,3 @@ async def test_put_rejects_chunks_that_are_not_bytes(backend: Backend) -> None:
     with pytest.raises(TypeError, match="bytes"):
         await backend.store.put("typed", text_chunks())
     assert backend.stored_names() == set()
-

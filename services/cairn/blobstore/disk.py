@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import BinaryIO
 
-from cairn.blobstore._blocking import BlockingCalls, blob_executor
+from cairn.blobstore.blocking import BlockingCalls, blob_executor
 from cairn.blobstore.errors import (
     BlobNotFound,
     BlobStoreError,
@@ -137,9 +137,7 @@ class _TempBlobFile:
 class DiskBlobStore:
     """A `BlobStore` keeping each blob as a file under `root` (created on first write)."""
 
-    def __init__(
-        self, root: Path, *, executor: concurrent.futures.Executor | None = None
-    ) -> None:
+    def __init__(self, root: Path, *, executor: concurrent.futures.Executor | None = None) -> None:
         self.root = Path(root)
         self._executor = executor if executor is not None else blob_executor()
 

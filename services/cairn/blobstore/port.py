@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from cairn.blobstore._blocking import BlockingCalls
+from cairn.blobstore.blocking import BlockingCalls
 from cairn.blobstore.errors import BlobTooLarge
 
 DEFAULT_CHUNK_SIZE = 1 << 20

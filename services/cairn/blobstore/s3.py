@@ -27,7 +27,7 @@ from minio.commonconfig import REPLACE, CopySource
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import check_bucket_name
 
-from cairn.blobstore._blocking import BlockingCalls, blob_executor
+from cairn.blobstore.blocking import BlockingCalls, blob_executor
 from cairn.blobstore.errors import (
     BlobNotFound,
     BlobStoreError,
