@@ -86,9 +86,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
             log.exception("rpc_crashed")
             await _abort(context, ServiceError("Internal server error"), style)
 
+        # Probes and reflection are frequent and uninteresting; log them only at debug level.
+        quiet = method.startswith(("/grpc.health.", "/grpc.reflection."))
+
         def finish(started: float, code: str) -> None:
             ms = round((time.perf_counter() - started) * 1000, 3)
-            log.info("rpc_finished", code=code, duration_ms=ms)
+            (log.debug if quiet else log.info)("rpc_finished", code=code, duration_ms=ms)
             structlog.contextvars.unbind_contextvars("rpc", "request_id")
 
         def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
