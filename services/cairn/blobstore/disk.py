@@ -67,6 +67,10 @@ def _cached_sha256(target: Path, st: os.stat_result) -> str | None:
     return sha256 if isinstance(sha256, str) else None
 
 
+def _prefix_conflict(key: str) -> BlobStoreError:
+    return BlobStoreError(f"Cannot store blob {key!r}: other blobs are stored under it as a prefix")
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -91,6 +95,9 @@ class _TempBlobFile:
             raise BlobStoreUnavailable(
                 f"Cannot create the directory for blob {key!r}: {exc}"
             ) from exc
+        if target.is_dir():
+            # Found before the stream is read, instead of after, when the rename would fail.
+            raise _prefix_conflict(key)
         self.path = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
             self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by commit/discard
@@ -116,12 +123,16 @@ class _TempBlobFile:
             self.file.close()
             # The sidecar goes first and names the new inode, so it never vouches for old content.
             _write_sidecar(self.target, st, sha256)
-            os.replace(self.path, self.target)
-        except IsADirectoryError as exc:
-            raise BlobStoreError(
-                f"Cannot store blob {self.key!r}: other blobs are stored under it as a prefix"
-            ) from exc
         except OSError as exc:
+            raise BlobStoreUnavailable(f"Cannot write blob {self.key!r}: {exc}") from exc
+        try:
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            # The sidecar names the discarded temp file's inode; drop it rather than leave litter.
+            with contextlib.suppress(OSError):
+                _sidecar_path(self.target).unlink()
+            if isinstance(exc, IsADirectoryError):
+                raise _prefix_conflict(self.key) from exc
             raise BlobStoreUnavailable(f"Cannot write blob {self.key!r}: {exc}") from exc
         with contextlib.suppress(OSError):
             _fsync_directory(self.target.parent)
