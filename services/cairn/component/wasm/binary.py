@@ -141,13 +141,20 @@ class Reader:
         self.fail("invalid var_s33: integer representation too long", start)
 
     def name(self) -> str:
-        length = self.u32()
-        pos = self.pos
-        if pos + length > self.end:
+        data, pos = self.data, self.pos
+        # Names are almost always shorter than 128 bytes: a one-byte length.
+        if pos < self.end and data[pos] < 0x80:
+            length = data[pos]
+            pos += 1
+        else:
+            length = self.u32()
+            pos = self.pos
+        end = pos + length
+        if end > self.end:
             self.fail("unexpected end of input while reading a name")
-        self.pos = pos + length
+        self.pos = end
         try:
-            return self.data[pos : pos + length].decode("utf-8")
+            return data[pos:end].decode()
         except UnicodeDecodeError:
             self.fail("malformed UTF-8 encoding in a name", pos)
 
@@ -245,7 +252,9 @@ class Decoder:
             elif section_id == 6:
                 for _ in range(r.u32()):
                     offset = r.pos
-                    items.append(("alias", offset, self.alias()))
+                    alias = self.alias()
+                    if alias is not None:
+                        items.append(("alias", offset, alias))
             elif section_id == 7:
                 for _ in range(r.u32()):
                     offset = r.pos
@@ -299,7 +308,7 @@ class Decoder:
     def extern_name(self) -> str:
         r = self.r
         tag = r.u8()
-        if tag in (0x00, 0x01):
+        if tag <= 0x01:
             return r.name()
         if tag == 0x02:
             name = r.name()
@@ -314,7 +323,10 @@ class Decoder:
     def externtype(self) -> Syntax:
         r = self.r
         offset = r.pos
-        tag = r.u8()
+        if offset >= r.end:
+            r.eof()
+        tag = r.data[offset]
+        r.pos = offset + 1
         if tag == 0x00:
             if r.u8() != 0x11:
                 r.fail("invalid core module type reference", offset)
@@ -378,21 +390,36 @@ class Decoder:
             return ("instance", offset, "exports", exports)
         r.fail(f"invalid instance expression 0x{tag:x}", offset)
 
-    def alias(self) -> Syntax:
+    def alias(self) -> Syntax | None:
+        """Decodes an alias; core export aliases (core sorts only metadata ignores) give None."""
         r = self.r
-        sort = self.sort()
-        offset = r.pos
+        data, pos = r.data, r.pos
+        if pos + 2 > r.end:
+            r.eof()
+        byte = data[pos]
+        if byte == 0x00:
+            if data[pos + 1] not in CORE_SORTS:
+                r.fail(f"invalid core sort 0x{data[pos + 1]:x}", pos + 1)
+            sort = "core"
+            pos += 2
+        else:
+            sort = SORTS.get(byte, "")
+            if not sort:
+                r.fail(f"invalid sort 0x{byte:x}", pos)
+            pos += 1
+        r.pos = pos
         tag = r.u8()
         if tag == 0x00:
             instance = r.u32()
             return ("export", sort, instance, r.name())
         if tag == 0x01:
-            instance = r.u32()
-            return ("core-export", sort, instance, r.name())
+            r.u32()
+            r.name()
+            return None if sort == "core" else ("core-export", sort)
         if tag == 0x02:
             count = r.u32()
             return ("outer", sort, count, r.u32())
-        r.fail(f"invalid alias target 0x{tag:x}", offset)
+        r.fail(f"invalid alias target 0x{tag:x}", pos)
 
     def canon(self) -> Syntax | None:
         """Returns a lift (the only canon definition that makes a component function)."""
@@ -466,12 +493,18 @@ class Decoder:
 
     def valtype(self) -> ValType:
         r = self.r
-        byte = r.peek()
-        if 0x40 <= byte < 0x80:
+        pos = r.pos
+        if pos >= r.end:
+            r.eof()
+        byte = r.data[pos]
+        if byte < 0x40:  # a small type index (s33, one byte)
+            r.pos = pos + 1
+            return byte
+        if byte < 0x80:
             primitive = PRIMITIVE_CODES.get(byte)
             if primitive is None:
                 r.fail(f"invalid value type 0x{byte:x}")
-            r.pos += 1
+            r.pos = pos + 1
             return primitive
         return r.u32()
 
@@ -504,7 +537,10 @@ class Decoder:
     def deftype(self) -> Syntax:
         r = self.r
         offset = r.pos
-        code = r.u8()
+        if offset >= r.end:
+            r.eof()
+        code = r.data[offset]
+        r.pos = offset + 1
         primitive = PRIMITIVE_CODES.get(code)
         if primitive is not None:
             return ("prim", primitive)
@@ -583,15 +619,21 @@ class Decoder:
     def decls(self, *, allow_import: bool) -> list[Syntax]:
         r = self.r
         decls: list[Syntax] = []
+        data = r.data
         for _ in range(r.u32()):
             offset = r.pos
-            tag = r.u8()
+            if offset >= r.end:
+                r.eof()
+            tag = data[offset]
+            r.pos = offset + 1
             if tag == 0x00:
                 self.core_type()
             elif tag == 0x01:
                 decls.append(("type", offset, self.deftype()))
             elif tag == 0x02:
-                decls.append(("alias", offset, self.alias()))
+                alias = self.alias()
+                if alias is not None:
+                    decls.append(("alias", offset, alias))
             elif tag == 0x03 and allow_import:
                 name = self.extern_name()
                 decls.append(("import", offset, name, self.externtype()))
