@@ -272,3 +272,21 @@ def test_template_shape_is_externally_tagged(shared_fixtures: Path) -> None:
             }
         }
     ]
+
+
+def test_each_import_of_an_instance_type_has_its_own_resources() -> None:
+    """Two interfaces imported with the same instance type do not share resource `r`."""
+    api = wb.instance_type(
+        wb.decl_export_resource("r"),  # type 0
+        wb.decl_type(wb.own(0)),  # 1
+        wb.decl_type(wb.func([], 1)),  # 2
+        wb.decl_export_func("[static]r.new", 2),
+    )
+    data = wb.component(
+        wb.types(api),
+        wb.imports(wb.import_instance("test:it/one", 0), wb.import_instance("test:it/two", 0)),
+        wb.exports(wb.export_instance("test:it/one", 0), wb.export_instance("test:it/two", 1)),
+    )
+    one, two = exports_to_json(analyse_component(data))
+    assert one["functions"][0]["results"][0]["typ"]["resource_id"] == 0
+    assert two["functions"][0]["results"][0]["typ"]["resource_id"] == 1

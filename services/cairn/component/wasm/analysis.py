@@ -104,19 +104,29 @@ class FuncType:
 Instance = dict[str, tuple[str, Any]]
 
 
-class InstanceType:
-    __slots__ = ("exports",)
+class DeclaredType:
+    """An instance or component type: its declarations, evaluated once at definition.
 
-    def __init__(self, exports: Instance) -> None:
-        self.exports = exports
+    Each import (or instantiation) of the type must see its own abstract resources, so only
+    the first use takes `exports` as evaluated; later uses evaluate the declarations again.
+    """
 
+    __slots__ = ("decls", "exports", "imports", "scope", "used")
 
-class ComponentType:
-    __slots__ = ("exports", "imports")
-
-    def __init__(self, imports: Instance, exports: Instance) -> None:
+    def __init__(self, decls: list[Syntax], scope: Scope, imports: Instance, exports: Instance):
+        self.decls = decls
+        self.scope = scope
         self.imports = imports
         self.exports = exports
+        self.used = False
+
+
+class InstanceType(DeclaredType):
+    __slots__ = ()
+
+
+class ComponentType(DeclaredType):
+    __slots__ = ()
 
 
 class ComponentDefinition:
@@ -284,7 +294,7 @@ class Evaluator:
             if sort != "core":
                 args[name] = (sort, self.lookup(scope, sort, index, offset))
         if isinstance(component, ComponentType):
-            return component.exports
+            return self.fresh_exports(component)
         return self.evaluate(component.body, component.parent, args)
 
     def alias(self, scope: Scope, alias: Syntax, offset: int) -> None:
@@ -371,7 +381,7 @@ class Evaluator:
             instance_type = self.get(scope.types, extern[1], "type", offset)
             if not isinstance(instance_type, InstanceType):
                 raise analysis_error(f"type {extern[1]} is not an instance type", offset)
-            return "instance", instance_type.exports
+            return "instance", self.fresh_exports(instance_type)
         if tag == "component":
             component_type = self.get(scope.types, extern[1], "type", offset)
             if not isinstance(component_type, ComponentType):
@@ -444,8 +454,15 @@ class Evaluator:
             )
         imports, exports = self.type_scope(syntax[1], scope)
         if kind == "instance-type":
-            return InstanceType(exports)
-        return ComponentType(imports, exports)
+            return InstanceType(syntax[1], scope, imports, exports)
+        return ComponentType(syntax[1], scope, imports, exports)
+
+    def fresh_exports(self, declared: DeclaredType) -> Instance:
+        """The exports of one use of an instance/component type, with its own resources."""
+        if not declared.used:
+            declared.used = True
+            return declared.exports
+        return self.type_scope(declared.decls, declared.scope)[1]
 
     def type_scope(self, decls: list[Syntax], scope: Scope) -> tuple[Instance, Instance]:
         inner = Scope(scope)
