@@ -400,7 +400,10 @@ class Evaluator:
     def valtype(self, valtype: ValType, scope: Scope, offset: int) -> ValueType:
         if isinstance(valtype, str):
             return PRIMITIVES[valtype]
-        resolved = self.get(scope.types, valtype, "type", offset)
+        types = scope.types
+        if valtype >= len(types):
+            self.get(types, valtype, "type", offset)  # raises the out-of-bounds error
+        resolved = types[valtype]
         if not isinstance(resolved, ValueType):
             raise analysis_error(f"type {valtype} is not a value type", offset)
         return resolved

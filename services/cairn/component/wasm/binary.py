@@ -235,12 +235,10 @@ class Decoder:
                 check_preamble(r, component=False)
                 nested_producers.extend(self.module(section_end))
                 items.append(("module", section_offset))
-            elif section_id == 2:
-                for _ in range(r.u32()):
-                    self.core_instance()
-            elif section_id == 3:
-                for _ in range(r.u32()):
-                    self.core_type()
+            elif section_id in (2, 3):
+                # Core instances and core types never reach component-level metadata: like
+                # module code, they are skipped by length (wasm-tools validate checks them).
+                r.pos = section_end
             elif section_id == 4:
                 check_preamble(r, component=True)
                 nested, producers = self.component(section_end)
@@ -777,27 +775,6 @@ class Decoder:
             r.u32()
         else:
             r.fail(f"invalid core import kind 0x{kind:x}", offset)
-
-    def core_instance(self) -> None:
-        r = self.r
-        offset = r.pos
-        tag = r.u8()
-        if tag == 0x00:
-            r.u32()
-            for _ in range(r.u32()):
-                r.name()
-                if r.u8() != 0x12:
-                    r.fail("invalid core instantiation argument", r.pos - 1)
-                r.u32()
-        elif tag == 0x01:
-            for _ in range(r.u32()):
-                r.name()
-                core_sort = r.u8()
-                if core_sort not in CORE_SORTS:
-                    r.fail(f"invalid core sort 0x{core_sort:x}", r.pos - 1)
-                r.u32()
-        else:
-            r.fail(f"invalid core instance expression 0x{tag:x}", offset)
 
     # -- core modules ----------------------------------------------------------------------
 
