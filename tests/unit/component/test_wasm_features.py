@@ -193,19 +193,27 @@ def test_memories_of_every_nested_module_in_binary_order() -> None:
     )
 
 
-def test_producers_list_each_component_first_then_its_children() -> None:
+def test_producers_in_golem_order_own_then_modules_then_components() -> None:
+    """golem-wasm-ast's order: the component's own producers, its direct core modules', then
+    each nested component's (recursively), whatever the binary order of those sections."""
     data = wb.component(
         wb.core_module(wb.producers(("language", [("Rust", "")]))),
         wb.nested_component(
             wb.core_module(wb.producers(("processed-by", [("clang", "17")]))),
             wb.producers(("processed-by", [("inner", "1")])),
         ),
+        wb.core_module(
+            wb.producers(("processed-by", [("superseded", "0")])),
+            wb.producers(("processed-by", [("zig", "0.13")])),  # the last section counts
+        ),
+        wb.core_module(wb.section(0, wb.name("producers") + b"\x05\x01")),  # malformed: ignored
         wb.producers(("processed-by", [("wit-component", "0.220.0"), ("cargo", "1")])),
     )
     producers = metadata_to_json(analyse_component(data))["producers"]
     assert [f["values"][0]["name"] for p in producers for f in p["fields"]] == [
         "wit-component",
         "Rust",
+        "zig",
         "inner",
         "clang",
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from .errors import parsing_error
+from .errors import InvalidComponent, parsing_error
 from .model import LinearMemory, ProducerField, Producers, ProducerVersion
 
 MAGIC = b"\x00asm"
@@ -213,13 +213,15 @@ class Decoder:
     # -- components ------------------------------------------------------------------------
 
     def component(self, end: int) -> tuple[ComponentBody, list[Producers]]:
-        """Decodes sections up to `end`; returns the body and producers in Golem's order
-        (the component's own sections first, then each nested module/component's)."""
+        """Decodes sections up to `end`; returns the body and producers in Golem's order:
+        the component's own, then each direct core module's, then each nested component's
+        (recursively), as golem-wasm-ast's `get_all_producers` lists them."""
         r = self.r
         body = ComponentBody(r.pos - 8)
         items = body.items
-        own_producers: list[Producers] = []
-        nested_producers: list[Producers] = []
+        own_producers: Producers | None = None
+        module_producers: list[Producers] = []
+        component_producers: list[Producers] = []
         while r.pos < end:
             section_offset = r.pos
             section_id = r.u8()
@@ -230,10 +232,12 @@ class Decoder:
             if section_id == 0:
                 name = r.name()
                 if name == "producers":
-                    own_producers.append(self.producers())
+                    own_producers = self.producers()
             elif section_id == 1:
                 check_preamble(r, component=False)
-                nested_producers.extend(self.module(section_end))
+                producers = self.module(section_end)
+                if producers is not None:
+                    module_producers.append(producers)
                 items.append(("module", section_offset))
             elif section_id in (2, 3):
                 # Core instances and core types never reach component-level metadata: like
@@ -241,8 +245,8 @@ class Decoder:
                 r.pos = section_end
             elif section_id == 4:
                 check_preamble(r, component=True)
-                nested, producers = self.component(section_end)
-                nested_producers.extend(producers)
+                nested, nested_producers = self.component(section_end)
+                component_producers.extend(nested_producers)
                 items.append(("component", section_offset, nested))
             elif section_id == 5:
                 for _ in range(r.u32()):
@@ -289,7 +293,8 @@ class Decoder:
                 r.fail(f"unexpected content at the end of section {section_id}")
             r.pos = section_end
             r.end = outer_end
-        return body, own_producers + nested_producers
+        own = [] if own_producers is None else [own_producers]
+        return body, own + module_producers + component_producers
 
     def sort(self) -> str:
         byte = self.r.u8()
@@ -778,10 +783,10 @@ class Decoder:
 
     # -- core modules ----------------------------------------------------------------------
 
-    def module(self, end: int) -> list[Producers]:
+    def module(self, end: int) -> Producers | None:
         """Walks a core module's sections: memories and producers are kept, the rest skipped."""
         r = self.r
-        producers: list[Producers] = []
+        producers: Producers | None = None
         while r.pos < end:
             section_offset = r.pos
             section_id = r.u8()
@@ -793,7 +798,7 @@ class Decoder:
                 outer_end = r.end
                 r.end = section_end
                 if r.name() == "producers":
-                    producers.append(self.producers())
+                    producers = self.producers()
                 r.end = outer_end
             elif section_id == 5:
                 outer_end = r.end
@@ -810,8 +815,18 @@ class Decoder:
             r.pos = section_end
         return producers
 
-    def producers(self) -> Producers:
-        """Parses the body of a `producers` custom section (the reader is bounded to it)."""
+    def producers(self) -> Producers | None:
+        """Parses the body of a `producers` custom section (the reader is bounded to it).
+
+        Like Golem (and the spec: custom sections are not validated), a malformed section is
+        ignored (None); when a module has several, the last one counts.
+        """
+        try:
+            return self.producers_fields()
+        except InvalidComponent:
+            return None
+
+    def producers_fields(self) -> Producers:
         r = self.r
         fields = []
         for _ in range(r.u32()):
