@@ -45,6 +45,7 @@ SHA256_METADATA = "sha256"  # stored as the x-amz-meta-sha256 header
 STAGING_PREFIX = ".staging/"  # no valid key starts with '.', so no caller can reach these
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+_PIPE_DEPTH = 4
 # How long the upload thread waits for the next chunk before giving up on a stalled producer.
 _PRODUCER_STALL_TIMEOUT = 600.0
 
@@ -83,7 +84,8 @@ class _ChunkPipe:
     def __init__(self, loop: asyncio.AbstractEventLoop, depth: int) -> None:
         self._loop = loop
         self._queue: asyncio.Queue[bytes | _Abort | None] = asyncio.Queue(maxsize=depth)
-        self._current = memoryview(b"")
+        self._item = b""  # the chunk being read and how far
+        self._offset = 0
         self._ended = False
 
     # Event loop side.
@@ -110,7 +112,26 @@ class _ChunkPipe:
 
     # Upload thread side.
     def read(self, size: int = -1) -> bytes:
-        if not self._current:
+        """Up to `size` bytes, waiting for as many as that unless the stream ends first.
+
+        Returning whole parts matters: the SDK appends each read to the part it is building,
+        and one append copies far less than dozens of small ones. A negative size returns the
+        next chunk, never the rest of the stream.
+        """
+        if size < 0:
+            return self._next_piece(-1)
+        pieces: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            piece = self._next_piece(wanted)
+            if not piece:
+                break
+            pieces.append(piece)
+            wanted -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _next_piece(self, limit: int) -> bytes:
+        if self._offset >= len(self._item):
             if self._ended:
                 return b""
             item = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop).result(
@@ -121,12 +142,13 @@ class _ChunkPipe:
             if item is None:
                 self._ended = True
                 return b""
-            self._current = memoryview(item)
-        if size < 0 or size >= len(self._current):
-            data, self._current = self._current, memoryview(b"")
-        else:
-            data, self._current = self._current[:size], self._current[size:]
-        return bytes(data)
+            self._item, self._offset = item, 0
+        start = self._offset
+        end = len(self._item) if limit < 0 else min(len(self._item), start + limit)
+        self._offset = end
+        if start == 0 and end == len(self._item):
+            return self._item  # a whole chunk: handed over without a copy
+        return self._item[start:end]
 
 
 def _run_in_own_thread(function: Callable[[], T]) -> asyncio.Future[T]:
@@ -259,8 +281,8 @@ class S3BlobStore:
         content_type: str,
     ) -> BlobInfo:
         staging_key = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-        # Enough queued chunks to cover one part of typical 1 MiB chunks, not more.
-        pipe = _ChunkPipe(asyncio.get_running_loop(), depth=max(4, self.part_size >> 20))
+        # A few chunks of slack keep the upload thread busy; the SDK gathers each part itself.
+        pipe = _ChunkPipe(asyncio.get_running_loop(), depth=_PIPE_DEPTH)
 
         def upload_staging() -> None:
             try:
@@ -279,9 +301,9 @@ class S3BlobStore:
         upload = _run_in_own_thread(upload_staging)
         calls = BlockingCalls(self._executor)
         try:
-            for data in first_part:
-                await pipe.send(data, upload)
-            first_part.clear()
+            first_part.reverse()
+            while first_part:  # popped as sent, so the pipe's queue is all that holds them
+                await pipe.send(first_part.pop(), upload)
             async for chunk in stream:
                 data = meter.take(chunk)
                 if data:
