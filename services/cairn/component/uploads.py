@@ -4,6 +4,7 @@ The Component API takes `POST /v1/components` and `/updates` as multipart/form-d
 `query`, `component`, `componentType`, `filesPermissions`, `files`; the 2023 Template API's
 `query` and `template`). Envoy hands the raw body to the service in ~1 MiB gRPC messages, so:
 
+- `split_body_stream` separates the content type (first message) from the body chunks;
 - `iter_multipart` parses the body as it arrives (python-multipart's streaming parser) and yields
   each part with an async iterator over its bytes;
 - `read_multipart_form` keeps the small text parts in memory under a size cap and streams every
@@ -286,6 +287,36 @@ async def iter_multipart(
         await part.drain()
 
 
+M = TypeVar("M")
+
+
+async def split_body_stream(
+    messages: AsyncIterable[M],
+    *,
+    content_type_of: Callable[[M], str],
+    data_of: Callable[[M], bytes],
+) -> tuple[str, AsyncIterator[bytes]]:
+    """Turn a stream of `google.api.HttpBody`-like messages into (content type, body chunks).
+
+    Envoy's transcoder puts the request's content type on the first message only; the body is
+    the data of every message in order. The first message is read here, the rest lazily.
+    """
+    stream = aiter(messages)
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        raise UploadError("The request has no body") from None
+
+    async def chunks() -> AsyncIterator[bytes]:
+        if data := data_of(first):
+            yield data
+        async for message in stream:
+            if data := data_of(message):
+                yield data
+
+    return content_type_of(first), chunks()
+
+
 BinarySink = Callable[[PartInfo, AsyncIterator[bytes]], Awaitable[T]]
 
 
@@ -529,7 +560,9 @@ def _safe_relative_path(name: str, *, what: str) -> str:
         raise UploadError(f"Invalid {what} {name!r}: control characters are not allowed")
     for segment in name.split("/"):
         if segment in ("", ".", ".."):
-            raise UploadError(f"Invalid {what} {name!r}: empty, '.' and '..' segments")
+            raise UploadError(
+                f"Invalid {what} {name!r}: empty, '.' and '..' path segments are not allowed"
+            )
     return name
 
 

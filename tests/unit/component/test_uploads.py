@@ -14,6 +14,7 @@ import stat
 import struct
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
@@ -36,6 +37,7 @@ from cairn.component.uploads import (
     parse_component_type,
     parse_files_permissions,
     read_multipart_form,
+    split_body_stream,
 )
 
 QUERY = {"projectId": "5a8591dd-4039-49df-9202-96385ba3eff8", "componentName": "shopping-cart"}
@@ -230,6 +232,47 @@ async def test_content_type_errors(content_type: str | None, message: str) -> No
         await read_multipart_form(_in_chunks(b"", 1), content_type, binary_sink=_unused_sink)
 
 
+@dataclass
+class _HttpBody:
+    """Shaped like google.api.HttpBody, as Envoy's transcoder streams a request body."""
+
+    content_type: str
+    data: bytes
+
+
+async def test_body_split_from_transcoded_messages(shared_fixtures: Path) -> None:
+    wasm = (shared_fixtures / "golem" / "wasm" / "rust-echo.wasm").read_bytes()
+    content_type, body = _encode_form({"query": "{}"}, {"component": ("e.wasm", wasm, "x/y")})
+
+    async def messages() -> AsyncIterator[_HttpBody]:
+        yield _HttpBody(content_type, body[:1000])
+        for start in range(1000, len(body), 4096):
+            yield _HttpBody("", body[start : start + 4096])
+        yield _HttpBody("", b"")
+
+    received_type, chunks = await split_body_stream(
+        messages(), content_type_of=lambda m: m.content_type, data_of=lambda m: m.data
+    )
+    assert received_type == content_type
+
+    async def keep(info: PartInfo, part: AsyncIterator[bytes]) -> bytes:
+        return b"".join([chunk async for chunk in part])
+
+    form = await read_multipart_form(chunks, received_type, binary_sink=keep)
+    assert form.binaries["component"] == wasm
+
+
+async def test_an_empty_message_stream_is_an_upload_error() -> None:
+    async def nothing() -> AsyncIterator[_HttpBody]:
+        return
+        yield
+
+    with pytest.raises(UploadError, match="no body"):
+        await split_body_stream(
+            nothing(), content_type_of=lambda m: m.content_type, data_of=lambda m: m.data
+        )
+
+
 def test_boundary_is_taken_from_a_quoted_parameter() -> None:
     assert multipart_boundary('multipart/form-data; charset=utf-8; boundary="a b"') == b"a b"
 
@@ -366,7 +409,10 @@ def test_files_permissions() -> None:
         ('{"values": {}}', "expected"),
         ('{"values": ["x"]}', "must be an object"),
         ('{"values": [{"path": "a.txt", "permissions": "read-only"}]}', "must be absolute"),
-        ('{"values": [{"path": "/a/../b", "permissions": "read-only"}]}', "'..' segments"),
+        (
+            '{"values": [{"path": "/a/../b", "permissions": "read-only"}]}',
+            "'..' path segments are not allowed",
+        ),
         ('{"values": [{"path": "/a", "permissions": "execute"}]}', "'read-only' or 'read-write'"),
         (
             '{"values": [{"path": "/a", "permissions": "read-only"},'
