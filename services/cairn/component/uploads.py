@@ -207,12 +207,13 @@ class _MultipartEvents:
                 continue
             if not isinstance(chunk, bytes | bytearray | memoryview):
                 raise TypeError(f"body chunks must be bytes, not {type(chunk).__name__}")
-            if self._parser.state == MultipartState.END:
-                continue  # an epilogue after the closing boundary carries nothing
             try:
                 self._parser.write(bytes(chunk))
             except FormParserError as exc:
                 raise UploadError(f"Malformed multipart body: {exc}") from exc
+            if self._parser.state == MultipartState.END:
+                # Whatever follows the closing boundary is an epilogue: not worth reading.
+                self._exhausted = True
         return self._events.popleft()
 
 

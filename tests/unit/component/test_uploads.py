@@ -273,6 +273,23 @@ async def test_an_empty_message_stream_is_an_upload_error() -> None:
         )
 
 
+async def test_nothing_after_the_closing_boundary_is_read() -> None:
+    content_type, body = _encode_form({"query": "{}"}, {"files": ("f.zip", b"PK", "x/y")})
+    read_after_end = False
+
+    async def body_then_endless_epilogue() -> AsyncIterator[bytes]:
+        nonlocal read_after_end
+        yield body
+        read_after_end = True
+        raise AssertionError("the epilogue must not be read")
+
+    form = await read_multipart_form(
+        body_then_endless_epilogue(), content_type, binary_sink=_unused_sink
+    )
+    assert form.texts == {"query": "{}"}
+    assert not read_after_end
+
+
 def test_boundary_is_taken_from_a_quoted_parameter() -> None:
     assert multipart_boundary('multipart/form-data; charset=utf-8; boundary="a b"') == b"a b"
 
