@@ -1,21 +1,48 @@
-"""`python -m cairn.component`: run the component service (health and reflection so far)."""
+"""`python -m cairn.component`: run the component service (Component API and Template API)."""
 
 from __future__ import annotations
 
 import grpc
 import redis.asyncio as aioredis
 
+from cairn.component.access import ProjectGateway
+from cairn.component.grpc_api import ComponentApi, TemplateApi
+from cairn.component.service import ComponentService
+from cairn.component.settings import ComponentSettings
+from cairn.component.store import ComponentStore
+from cairn.component.v1 import component_service_pb2_grpc, template_service_pb2_grpc
+from cairn.runtime.callers import CallerResolver
 from cairn.runtime.entrypoint import Registrar, run_service
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.settings import Settings
 
+TEMPLATE_SERVICE = "cairn.component.v1.TemplateService"
+
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
+    own = ComponentSettings.from_env(run_dir=settings.run_dir)
+    service = ComponentService(
+        ComponentStore(redis),
+        own.blob_store(),
+        ProjectGateway(settings.address("project"), settings.internal_secret),
+        max_component_bytes=own.max_component_bytes,
+    )
+    callers = CallerResolver(settings.internal_secret, settings.address("auth"))
+    components = ComponentApi(
+        service, callers,
+        spool_dir=own.spool_dir, max_files_archive_bytes=own.max_files_archive_bytes,
+    )
+    templates = TemplateApi(
+        service, callers,
+        spool_dir=own.spool_dir, max_files_archive_bytes=own.max_files_archive_bytes,
+    )
+
     def register(server: grpc.aio.Server) -> None:
-        """No RPCs of its own yet: the runtime adds health and reflection."""
+        component_service_pb2_grpc.add_ComponentServiceServicer_to_server(components, server)
+        template_service_pb2_grpc.add_TemplateServiceServicer_to_server(templates, server)
 
     return register
 
 
 if __name__ == "__main__":
-    run_service("component", setup, style=ErrorStyle.GOLEM)
+    run_service("component", setup, style=ErrorStyle.GOLEM, extra_services=[TEMPLATE_SERVICE])

@@ -1,0 +1,90 @@
+"""Who may do what with a component: the one place that asks the project service.
+
+Every component operation names a project action; `ProjectGateway.authorize` asks the project
+service's AuthorizeProjectAction on the caller's behalf, so ownership today and grants later are
+decided there and nowhere else. The caller's default project comes from the same service.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from cairn.project.v1 import project_service_pb2 as project_pb
+from cairn.project.v1 import project_service_pb2_grpc as project_grpc
+from cairn.runtime.callers import as_caller
+from cairn.runtime.errors import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+from cairn.runtime.principal import Principal
+
+# The project actions component operations need (proto enum values of cairn.project.v1).
+VIEW_COMPONENT = project_pb.PROJECT_ACTION_VIEW_COMPONENT
+CREATE_COMPONENT = project_pb.PROJECT_ACTION_CREATE_COMPONENT
+UPDATE_COMPONENT = project_pb.PROJECT_ACTION_UPDATE_COMPONENT
+VIEW_PLUGIN_INSTALLATIONS = project_pb.PROJECT_ACTION_VIEW_PLUGIN_INSTALLATIONS
+CREATE_PLUGIN_INSTALLATION = project_pb.PROJECT_ACTION_CREATE_PLUGIN_INSTALLATION
+UPDATE_PLUGIN_INSTALLATION = project_pb.PROJECT_ACTION_UPDATE_PLUGIN_INSTALLATION
+DELETE_PLUGIN_INSTALLATION = project_pb.PROJECT_ACTION_DELETE_PLUGIN_INSTALLATION
+
+_TIMEOUT_SECONDS = 5.0
+
+
+def _as_service_error(err: grpc.aio.AioRpcError) -> ServiceError:
+    """The project service's answer, re-raised with the same meaning for our client."""
+    message = err.details() or "Project service error"
+    mapping: dict[grpc.StatusCode, type[ServiceError]] = {
+        grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+        grpc.StatusCode.NOT_FOUND: NotFound,
+        grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+        grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    }
+    error_type = mapping.get(err.code())
+    if error_type is not None:
+        return error_type(message)
+    return Unavailable(f"Project service unavailable: {message}")
+
+
+class ProjectGateway:
+    """The project service, called with the caller's signed principal."""
+
+    def __init__(self, project_address: str, internal_secret: str) -> None:
+        self._address = project_address
+        self._secret = internal_secret
+        self._stub: project_grpc.ProjectServiceAsyncStub | None = None
+
+    def _projects(self) -> project_grpc.ProjectServiceAsyncStub:
+        if self._stub is None:
+            self._stub = project_grpc.ProjectServiceStub(grpc.aio.insecure_channel(self._address))
+        return self._stub
+
+    async def default_project_id(self, caller: Principal) -> str:
+        try:
+            reply = await self._projects().GetDefaultProject(
+                project_pb.GetDefaultProjectRequest(),
+                metadata=as_caller(caller, self._secret),
+                timeout=_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _as_service_error(err) from None
+        return reply.project.project_id
+
+    async def authorize(self, caller: Principal, project_id: str, action: int) -> str:
+        """The project owner's account id if the caller may do `action`; else the service's
+        401/404 error."""
+        try:
+            reply = await self._projects().AuthorizeProjectAction(
+                project_pb.AuthorizeProjectActionRequest(
+                    project_id=project_id,
+                    action=action,  # type: ignore[arg-type]
+                ),
+                metadata=as_caller(caller, self._secret),
+                timeout=_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _as_service_error(err) from None
+        return reply.project_owner_account_id

@@ -1,0 +1,498 @@
+"""Component use cases: create, new versions (upload, update, plugin changes), reads, download.
+
+Every operation first asks `ProjectGateway` whether the caller may do it on the component's
+project. Uploads arrive spooled to a temporary file (see grpc_api); from there:
+
+1. the file is read into memory once, and its metadata is extracted in a worker thread
+   (invalid binaries are a 400 before anything is stored);
+2. the WASM is streamed into the blob store under a key no other version uses, and the initial
+   files under their content hash;
+3. the version record is committed atomically in Redis (store.py).
+
+If anything fails after step 2, the new WASM blob is deleted again, so a failed or interrupted
+upload leaves no version and no blob that any version refers to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+from cairn.blobstore import BlobReader, BlobStore, BlobStoreError, BlobTooLarge
+from cairn.component import access
+from cairn.component.access import ProjectGateway
+from cairn.component.model import (
+    INT32_MAX,
+    INT32_MIN,
+    ComponentType,
+    ComponentVersion,
+    FilePermissions,
+    InitialFile,
+    PluginInstallation,
+    parse_component_id,
+)
+from cairn.component.store import ComponentGone, ComponentStore, VersionConflict
+from cairn.component.uploads import InitialFilesArchive, UploadError
+from cairn.component.wasm import (
+    InvalidComponent,
+    analyse_component,
+    metadata_to_json,
+    template_exports_to_json,
+)
+from cairn.project.service import parse_project_id
+from cairn.runtime.errors import (
+    AlreadyExists,
+    Conflict,
+    Internal,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    Unavailable,
+)
+from cairn.runtime.principal import Principal
+from cairn.runtime.timefmt import rfc3339, utc_now
+
+log = structlog.get_logger()
+
+COMPONENT_NOT_FOUND = "Component not found"
+WASM_CONTENT_TYPE = "application/wasm"
+INITIAL_FILES_PREFIX = "initial-files/"
+# Concurrent writers of one component retry on top of each other's versions this often.
+_COMMIT_ATTEMPTS = 16
+
+
+class ComponentAlreadyExists(AlreadyExists):
+    """409: the project already has a component with this name."""
+
+    def __init__(self, component_id: str) -> None:
+        super().__init__(f"Component already exists: {component_id}")
+        self.component_id = component_id
+
+
+def size_limit_exceeded(limit: int) -> LimitExceeded:
+    shown = f"{limit // 1_000_000}MB" if limit % 1_000_000 == 0 else f"{limit} bytes"
+    return LimitExceeded(f"Component size limit exceeded (limit: {shown})")
+
+
+@dataclass(frozen=True)
+class WasmUpload:
+    """An uploaded WASM binary, spooled to a temporary file the caller deletes afterwards."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FilesUpload:
+    """The `files` zip (None when only permissions were sent) and `filesPermissions`."""
+
+    archive: Path | None
+    permissions: Mapping[str, FilePermissions] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    metadata: dict[str, object]
+    template_exports: list[dict[str, object]]
+
+
+def _analyse_file(path: Path) -> _Analysed:
+    """Blocking: read the WASM once and extract its metadata in both API shapes."""
+    data = path.read_bytes()  # the one in-memory copy of the upload
+    try:
+        metadata = analyse_component(data)
+    except InvalidComponent as err:
+        raise InvalidRequest(err.message) from None
+    finally:
+        del data
+    return _Analysed(metadata_to_json(metadata), template_exports_to_json(metadata))
+
+
+def _load_archive(files: FilesUpload) -> InitialFilesArchive | None:
+    """Blocking: validate the zip and hash its files; None when there is no zip."""
+    if files.archive is None:
+        if files.permissions:
+            missing = ", ".join(sorted(files.permissions))
+            raise InvalidRequest(
+                f"filesPermissions names files that are not in the archive: {missing}"
+            )
+        return None
+    try:
+        return InitialFilesArchive.load(files.archive, files.permissions)
+    except UploadError as err:
+        raise InvalidRequest(err.message) from None
+
+
+class ComponentService:
+    def __init__(
+        self,
+        store: ComponentStore,
+        blobs: BlobStore,
+        projects: ProjectGateway,
+        *,
+        max_component_bytes: int,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._projects = projects
+        self.max_component_bytes = max_component_bytes
+
+    # -- access ----------------------------------------------------------------------------
+
+    async def _latest_authorized(
+        self, caller: Principal, raw_id: str, action: int
+    ) -> ComponentVersion:
+        """The component's latest version, if it exists and the caller may do `action`."""
+        latest = await self._store.latest(parse_component_id(raw_id))
+        if latest is None:
+            raise NotFound(COMPONENT_NOT_FOUND)
+        await self._projects.authorize(caller, latest.project_id, action)
+        return latest
+
+    async def _project_for(self, caller: Principal, raw_project_id: str | None) -> str:
+        if raw_project_id is None or not raw_project_id.strip():
+            return await self._projects.default_project_id(caller)
+        return parse_project_id(raw_project_id.strip())
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def list_components(
+        self, caller: Principal, project_id: str | None, name: str | None
+    ) -> list[ComponentVersion]:
+        """The latest version of the project's components (all, or the one named `name`)."""
+        project = await self._project_for(caller, project_id)
+        await self._projects.authorize(caller, project, access.VIEW_COMPONENT)
+        if name is not None:
+            found = await self._store.id_by_name(project, name)
+            ids = [] if found is None else [found]
+        else:
+            ids = await self._store.ids_in_project(project)
+        return await self._store.latest_of(ids)
+
+    async def all_versions(self, caller: Principal, component_id: str) -> list[ComponentVersion]:
+        latest = await self._latest_authorized(caller, component_id, access.VIEW_COMPONENT)
+        return await self._store.all_versions(latest.component_id)
+
+    async def latest(self, caller: Principal, component_id: str) -> ComponentVersion:
+        return await self._latest_authorized(caller, component_id, access.VIEW_COMPONENT)
+
+    async def version(
+        self, caller: Principal, component_id: str, version: int | None, action: int | None = None
+    ) -> ComponentVersion:
+        """One version (the latest when `version` is None)."""
+        latest = await self._latest_authorized(
+            caller, component_id, access.VIEW_COMPONENT if action is None else action
+        )
+        if version is None or version == latest.version:
+            return latest
+        found = await self._store.version(latest.component_id, version)
+        if found is None:
+            raise NotFound(COMPONENT_NOT_FOUND)
+        return found
+
+    async def open_wasm(
+        self, caller: Principal, component_id: str, version: int | None
+    ) -> tuple[ComponentVersion, BlobReader]:
+        """The version and its WASM, open for streaming; the caller closes the reader."""
+        found = await self.version(caller, component_id, version)
+        try:
+            return found, await self._blobs.open(found.blob_key)
+        except BlobStoreError as err:
+            log.error("component_blob_unreadable", key=found.blob_key, error=str(err))
+            raise Internal("Internal server error") from None
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    async def create(
+        self,
+        caller: Principal,
+        *,
+        project_id: str | None,
+        name: str | None,
+        component_type: ComponentType | None,
+        wasm: WasmUpload,
+        files: FilesUpload | None,
+    ) -> ComponentVersion:
+        if name is None or not name.strip():
+            raise InvalidRequest("componentName must not be empty")
+        project = await self._project_for(caller, project_id)
+        owner = await self._projects.authorize(caller, project, access.CREATE_COMPONENT)
+        # Golem checks the name first: a taken name is a 409 before any work on the binary.
+        existing = await self._store.id_by_name(project, name)
+        if existing is not None:
+            raise ComponentAlreadyExists(existing)
+        self._check_size(wasm.size)
+        analysed = await asyncio.to_thread(_analyse_file, wasm.path)
+        component_id = str(uuid.uuid4())
+        initial_files = await self._store_files(files) if files is not None else ()
+        blob_key = await self._store_wasm(component_id, wasm)
+        try:
+            first = ComponentVersion(
+                component_id=component_id,
+                version=0,
+                name=name,
+                project_id=project,
+                owner_account_id=owner,
+                size=wasm.size,
+                sha256=wasm.sha256,
+                blob_key=blob_key,
+                created_at=rfc3339(utc_now()),
+                component_type=component_type or "Durable",
+                metadata=analysed.metadata,
+                template_exports=analysed.template_exports,
+                files=initial_files,
+            )
+            taken_by = await self._store.create(first)
+            if taken_by is not None:
+                raise ComponentAlreadyExists(taken_by)
+        except BaseException:
+            await asyncio.shield(self._discard(blob_key))
+            raise
+        log.info("component_created", component_id=component_id, project_id=project)
+        return first
+
+    async def new_version(
+        self,
+        caller: Principal,
+        component_id: str,
+        *,
+        component_type: ComponentType | None,
+        wasm: WasmUpload,
+        files: FilesUpload | None,
+        reason: str,
+    ) -> ComponentVersion:
+        """A new version with a new binary; files are replaced only when `files` is given."""
+        latest = await self._latest_authorized(caller, component_id, access.UPDATE_COMPONENT)
+        self._check_size(wasm.size)
+        analysed = await asyncio.to_thread(_analyse_file, wasm.path)
+        new_files = await self._store_files(files) if files is not None else None
+        blob_key = await self._store_wasm(latest.component_id, wasm)
+
+        def change(previous: ComponentVersion) -> ComponentVersion:
+            return previous.successor(
+                rfc3339(utc_now()),
+                size=wasm.size,
+                sha256=wasm.sha256,
+                blob_key=blob_key,
+                component_type=component_type or previous.component_type,
+                metadata=analysed.metadata,
+                template_exports=analysed.template_exports,
+                files=previous.files if new_files is None else new_files,
+            )
+
+        try:
+            return await self._commit_next(latest, change, reason)
+        except BaseException:
+            await asyncio.shield(self._discard(blob_key))
+            raise
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_component_bytes:
+            raise size_limit_exceeded(self.max_component_bytes)
+        if size == 0:
+            raise InvalidRequest("The component binary is empty")
+
+    async def _store_wasm(self, component_id: str, wasm: WasmUpload) -> str:
+        """Stream the spooled WASM into the blob store under a key of its own."""
+        key = f"components/{component_id}/{uuid.uuid4().hex}.wasm"
+        try:
+            info = await self._blobs.put(
+                key, _file_chunks(wasm.path), max_size=wasm.size, content_type=WASM_CONTENT_TYPE
+            )
+        except BlobTooLarge:
+            raise Conflict("The uploaded component changed while it was being stored") from None
+        except BlobStoreError as err:
+            log.error("component_blob_write_failed", key=key, error=str(err))
+            raise Unavailable("Blob storage is unavailable") from None
+        if info.sha256 != wasm.sha256:
+            await asyncio.shield(self._discard(key))
+            raise Conflict("The uploaded component changed while it was being stored")
+        return key
+
+    async def _store_files(self, files: FilesUpload) -> tuple[InitialFile, ...]:
+        archive = await asyncio.to_thread(_load_archive, files)
+        if archive is None:
+            return ()
+        try:
+            uploaded = await archive.upload(self._blobs, key_prefix=INITIAL_FILES_PREFIX)
+        except UploadError as err:
+            raise InvalidRequest(err.message) from None
+        except BlobStoreError as err:
+            log.error("initial_files_write_failed", error=str(err))
+            raise Unavailable("Blob storage is unavailable") from None
+        finally:
+            await asyncio.to_thread(archive.close)
+        return tuple(InitialFile(f.key, f.path, f.permissions) for f in uploaded)
+
+    async def _discard(self, blob_key: str) -> None:
+        try:
+            await self._blobs.delete(blob_key)
+        except BlobStoreError as err:
+            # Unreferenced and under a random key: invisible to the API, only wasted space.
+            log.warning("component_blob_cleanup_failed", key=blob_key, error=str(err))
+
+    async def _commit_next(
+        self,
+        latest: ComponentVersion,
+        change: Callable[[ComponentVersion], ComponentVersion],
+        reason: str,
+    ) -> ComponentVersion:
+        """Commit `change(latest)`, rebuilding on the newer latest if another writer won."""
+        previous = latest
+        for _ in range(_COMMIT_ATTEMPTS):
+            candidate = change(previous)
+            try:
+                await self._store.add_version(candidate, reason=reason)
+            except VersionConflict:
+                refreshed = await self._store.latest(latest.component_id)
+                if refreshed is None:
+                    raise NotFound(COMPONENT_NOT_FOUND) from None
+                previous = refreshed
+                continue
+            except ComponentGone:
+                raise NotFound(COMPONENT_NOT_FOUND) from None
+            log.info(
+                "component_version_created",
+                component_id=candidate.component_id,
+                version=candidate.version,
+                reason=reason,
+            )
+            return candidate
+        raise Conflict("Too many concurrent updates of this component; retry")
+
+    # -- plugins ---------------------------------------------------------------------------
+
+    async def installed_plugins(
+        self, caller: Principal, component_id: str, version: int | None
+    ) -> tuple[PluginInstallation, ...]:
+        found = await self.version(
+            caller, component_id, version, access.VIEW_PLUGIN_INSTALLATIONS
+        )
+        return found.installed_plugins
+
+    async def install_plugin(
+        self,
+        caller: Principal,
+        component_id: str,
+        *,
+        name: str | None,
+        version: str | None,
+        priority: int | None,
+        parameters: Mapping[str, str],
+    ) -> PluginInstallation:
+        problems = [
+            f"Missing field: {label}"
+            for label, value in (("name", name), ("version", version), ("priority", priority))
+            if value is None
+        ]
+        if name is not None and not name.strip():
+            problems.append("Plugin name must not be empty")
+        if version is not None and not version.strip():
+            problems.append("Plugin version must not be empty")
+        problems.extend(_priority_problems(priority))
+        if problems:
+            raise InvalidRequest(*problems)
+        assert name is not None and version is not None and priority is not None
+        latest = await self._latest_authorized(
+            caller, component_id, access.CREATE_PLUGIN_INSTALLATION
+        )
+        installation = PluginInstallation(
+            str(uuid.uuid4()), name, version, priority, dict(parameters)
+        )
+
+        def change(previous: ComponentVersion) -> ComponentVersion:
+            return previous.successor(
+                rfc3339(utc_now()),
+                installed_plugins=(*previous.installed_plugins, installation),
+            )
+
+        await self._commit_next(latest, change, "plugin-installed")
+        return installation
+
+    async def update_plugin(
+        self,
+        caller: Principal,
+        component_id: str,
+        installation_id: str,
+        *,
+        priority: int | None,
+        parameters: Mapping[str, str],
+    ) -> None:
+        problems = ["Missing field: priority"] if priority is None else []
+        problems.extend(_priority_problems(priority))
+        if problems:
+            raise InvalidRequest(*problems)
+        assert priority is not None
+        latest = await self._latest_authorized(
+            caller, component_id, access.UPDATE_PLUGIN_INSTALLATION
+        )
+        wanted = _installation_id(installation_id)
+
+        def change(previous: ComponentVersion) -> ComponentVersion:
+            plugins = _require_installation(previous, wanted)
+            updated = tuple(
+                PluginInstallation(p.id, p.name, p.version, priority, dict(parameters))
+                if p.id == wanted
+                else p
+                for p in plugins
+            )
+            return previous.successor(rfc3339(utc_now()), installed_plugins=updated)
+
+        await self._commit_next(latest, change, "plugin-updated")
+
+    async def uninstall_plugin(
+        self, caller: Principal, component_id: str, installation_id: str
+    ) -> None:
+        latest = await self._latest_authorized(
+            caller, component_id, access.DELETE_PLUGIN_INSTALLATION
+        )
+        wanted = _installation_id(installation_id)
+
+        def change(previous: ComponentVersion) -> ComponentVersion:
+            plugins = _require_installation(previous, wanted)
+            remaining = tuple(p for p in plugins if p.id != wanted)
+            return previous.successor(rfc3339(utc_now()), installed_plugins=remaining)
+
+        await self._commit_next(latest, change, "plugin-uninstalled")
+
+
+def _priority_problems(priority: int | None) -> list[str]:
+    if priority is not None and not INT32_MIN <= priority <= INT32_MAX:
+        return ["Plugin priority must be a 32-bit signed integer"]
+    return []
+
+
+def _installation_id(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise InvalidRequest(f"Invalid plugin installation id: {raw!r} is not a UUID") from None
+
+
+def _require_installation(
+    version: ComponentVersion, installation_id: str
+) -> tuple[PluginInstallation, ...]:
+    if not any(p.id == installation_id for p in version.installed_plugins):
+        raise NotFound(f"Plugin installation not found: {installation_id}")
+    return version.installed_plugins
+
+
+async def _file_chunks(path: Path, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """The spooled file's bytes, read in a worker thread chunk by chunk."""
+    file = await asyncio.to_thread(_open_binary, path)
+    try:
+        while chunk := await asyncio.to_thread(file.read, chunk_size):
+            yield chunk
+    finally:
+        file.close()
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return path.open("rb")

@@ -1,0 +1,69 @@
+"""Settings of the component service only, read once from the environment by its __main__.
+
+The shared settings (ports, Redis, secrets) are `cairn.runtime.settings.Settings`; these add the
+upload size limit, where uploads are spooled while they arrive, and the blob store. The blob store
+is S3 (MinIO) when `CAIRN_S3_ENDPOINT` is set, otherwise a directory (`CAIRN_BLOB_DIR`, default
+`<CAIRN_RUN_DIR>/blobs`), so `make run` needs nothing external.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cairn.blobstore import BlobStore, blob_store_from_env
+
+# Golem's hard per-upload limit: 50 MB (decimal, as Golem's plan_limit.rs checks it).
+DEFAULT_MAX_COMPONENT_BYTES = 50_000_000
+# Golem's default plan allows 500 MB of storage per account; an initial-files zip cannot need more.
+DEFAULT_MAX_FILES_ARCHIVE_BYTES = 500_000_000
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ComponentSettings:
+    """The component service's own knobs (documented in docs/component-service.md)."""
+
+    max_component_bytes: int = DEFAULT_MAX_COMPONENT_BYTES
+    max_files_archive_bytes: int = DEFAULT_MAX_FILES_ARCHIVE_BYTES
+    # None: the system's temporary directory.
+    spool_dir: Path | None = None
+    blob_env: Mapping[str, str] | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, run_dir: Path = Path(".run")) -> (
+        ComponentSettings
+    ):
+        env = os.environ if env is None else env
+        spool = env.get("CAIRN_COMPONENT_SPOOL_DIR", "").strip()
+        blob_env = dict(env)
+        if not blob_env.get("CAIRN_S3_ENDPOINT") and not blob_env.get("CAIRN_BLOB_DIR"):
+            blob_env["CAIRN_BLOB_DIR"] = str(run_dir / "blobs")
+        return cls(
+            max_component_bytes=_positive_int(
+                env, "CAIRN_COMPONENT_MAX_BYTES", DEFAULT_MAX_COMPONENT_BYTES
+            ),
+            max_files_archive_bytes=_positive_int(
+                env, "CAIRN_COMPONENT_MAX_FILES_BYTES", DEFAULT_MAX_FILES_ARCHIVE_BYTES
+            ),
+            spool_dir=Path(spool) if spool else None,
+            blob_env=blob_env,
+        )
+
+    def blob_store(self) -> BlobStore:
+        """S3 when CAIRN_S3_ENDPOINT is set, else the disk directory."""
+        return blob_store_from_env(self.blob_env or {})
