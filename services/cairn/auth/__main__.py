@@ -6,27 +6,67 @@ import grpc
 import redis.asyncio as aioredis
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from cairn.auth.ext_authz import ExtAuthzApi, GolemTokenAuthorizer
-from cairn.auth.grpc_api import AuthApi
-from cairn.auth.service import Authenticator
+from cairn.auth.callers import LocalCallers
+from cairn.auth.ext_authz import (
+    INTERNAL_PATHS,
+    LOGIN_BOOTSTRAP_PATHS,
+    ExtAuthzApi,
+    GolemTokenAuthorizer,
+    InternalOnlyAuthorizer,
+    PublicAuthorizer,
+    exact_paths,
+)
+from cairn.auth.grpc_api import AccountApi, AuthApi, InternalServices, LoginApi, TokenApi
+from cairn.auth.login import LoginService
+from cairn.auth.service import AccountService, Authenticator, TokenService, UsageService
+from cairn.auth.settings import AuthSettings
 from cairn.auth.store import AuthStore
-from cairn.auth.v1 import auth_service_pb2_grpc
+from cairn.auth.v1 import (
+    account_service_pb2_grpc,
+    auth_service_pb2_grpc,
+    login_service_pb2_grpc,
+    token_service_pb2_grpc,
+)
 from cairn.runtime.entrypoint import Registrar, run_service
 from cairn.runtime.settings import Settings
 
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
+    auth_settings = AuthSettings.from_env()
     store = AuthStore(redis)
     await store.bootstrap_root(
         settings.root_account_id, settings.root_account_email, settings.root_token
     )
     authenticator = Authenticator(store)
+    callers = LocalCallers(authenticator, settings.internal_secret)
+    accounts = AccountService(store, auth_settings.plan, settings.root_account_id)
+    tokens = TokenService(store)
+    usage = UsageService(store, auth_settings.plan)
+    login = LoginService(store, tokens, auth_settings)
+    ext_authz = ExtAuthzApi(
+        GolemTokenAuthorizer(authenticator),
+        settings.internal_secret,
+        # First match wins; unmatched paths take Golem tokens.
+        routes=[
+            (exact_paths(*LOGIN_BOOTSTRAP_PATHS), PublicAuthorizer()),
+            (exact_paths(*INTERNAL_PATHS), InternalOnlyAuthorizer()),
+        ],
+    )
 
     def register(server: grpc.aio.Server) -> None:
-        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(authenticator), server)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            ExtAuthzApi(GolemTokenAuthorizer(authenticator), settings.internal_secret), server
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthApi(authenticator, InternalServices(accounts, usage, callers)), server
         )
+        account_service_pb2_grpc.add_AccountServiceServicer_to_server(
+            AccountApi(accounts, callers), server
+        )
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server(
+            TokenApi(tokens, callers), server
+        )
+        login_service_pb2_grpc.add_LoginServiceServicer_to_server(
+            LoginApi(login, tokens, callers), server
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext_authz, server)
 
     return register
 
@@ -35,6 +75,11 @@ if __name__ == "__main__":
     run_service(
         "auth",
         setup,
-        extra_services=["envoy.service.auth.v3.Authorization"],
+        extra_services=[
+            "envoy.service.auth.v3.Authorization",
+            "cairn.auth.v1.AccountService",
+            "cairn.auth.v1.TokenService",
+            "cairn.auth.v1.LoginService",
+        ],
         required=("redis_url", "internal_secret", "root_token"),
     )

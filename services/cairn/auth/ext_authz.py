@@ -2,7 +2,9 @@
 
 Golem paths (the default) take a Golem bearer token or session cookie; other API families (the
 DAML ledger's JWTs) register their own `RequestAuthorizer` for their paths in `cairn.auth.__main__`.
-An allowed request carries the signed `x-cairn-principal` header to the services.
+The login bootstrap routes are public (`PublicAuthorizer`), and internal service-to-service methods
+are never reachable through Envoy (`InternalOnlyAuthorizer`). An allowed request carries the signed
+`x-cairn-principal` header to the services; client-sent identity headers never pass.
 """
 
 from __future__ import annotations
@@ -80,6 +82,57 @@ class GolemTokenAuthorizer:
         except ServiceError as err:
             return Deny(err.http_status, err.message)
         return Allow(principal)
+
+
+def path_only(path: str) -> str:
+    """The request path without its query string (ext_authz sees both)."""
+    return path.split("?", 1)[0]
+
+
+def exact_paths(*paths: str) -> PathMatcher:
+    """A matcher for exact paths (query strings ignored)."""
+    wanted = frozenset(paths)
+    return lambda path: path_only(path) in wanted
+
+
+# Golem's login bootstrap routes: how a caller without a token gets one. REST paths and the
+# native gRPC methods they transcode to.
+LOGIN_BOOTSTRAP_PATHS = (
+    "/v1/oauth2",
+    "/login/oauth2/device/start",
+    "/login/oauth2/device/complete",
+    "/v1/login/oauth2/web/authorize",
+    "/v1/login/oauth2/web/callback/github",
+    "/v1/login/oauth2/web/poll",
+    *(
+        f"/cairn.auth.v1.LoginService/{method}"
+        for method in (
+            "OAuth2", "StartDeviceLogin", "CompleteDeviceLogin",
+            "AuthorizeWebLogin", "WebLoginCallback", "PollWebLogin",
+        )
+    ),
+)
+# Methods only Cairn services call, directly on the service's own port.
+INTERNAL_PATHS = (
+    "/cairn.auth.v1.AuthService/LookupAccount",
+    "/cairn.auth.v1.AuthService/RecordComponentUsage",
+)
+INTERNAL_ONLY = "Internal method: not available through the gateway"
+IDENTITY_HEADERS = ("authorization", "cookie", principals.PRINCIPAL_HEADER)
+
+
+class PublicAuthorizer:
+    """Lets anyone through without a principal, dropping whatever identity the client sent."""
+
+    async def check(self, request: HttpRequest) -> Allow | Deny:
+        return Allow(None, remove=IDENTITY_HEADERS)
+
+
+class InternalOnlyAuthorizer:
+    """Refuses methods meant only for Cairn services, whatever credentials come with them."""
+
+    async def check(self, request: HttpRequest) -> Allow | Deny:
+        return Deny(403, INTERNAL_ONLY)
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:

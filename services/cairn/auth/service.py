@@ -1,17 +1,39 @@
-"""Authentication use cases: turn a presented secret into a principal, or say why not."""
+"""Auth use cases: authentication, accounts and their roles, tokens, and plan usage.
+
+Access rule for account-scoped operations (Golem's): the account itself or an `Admin`.
+Denials are 401 with Golem's wording, e.g. "Access to account `<id>` is not allowed".
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-from cairn.auth.store import AuthStore
-from cairn.runtime.errors import Unauthenticated
+from cairn.auth.settings import Plan
+from cairn.auth.store import FAR_FUTURE, Account, AuthStore, Token, Usage, UsageRefused
+from cairn.runtime.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from cairn.runtime.principal import Principal
+from cairn.runtime.timefmt import parse_rfc3339, rfc3339
 
 UNKNOWN_TOKEN = "Invalid Token: Unknown token secret."
 EXPIRED_TOKEN = "Invalid Token: Expired auth token."
 MISSING_TOKEN = "Unauthorized"
 MALFORMED_TOKEN = "Invalid Token: Token secret must be a UUID."
+ADMIN_ONLY = "Action is only allowed for [Admin]"
+ACCOUNT_NOT_FOUND = "Account not found"
+
+# Golem's Role enum (Dec 2024).
+ROLES = (
+    "Admin", "MarketingAdmin", "ViewProject", "DeleteProject", "CreateProject",
+    "InstanceServer", "UpdateProject", "ViewPlugin", "CreatePlugin", "DeletePlugin",
+)
 
 
 class Authenticator:
@@ -35,3 +57,250 @@ class Authenticator:
             # The account was deleted after the token was issued.
             raise Unauthenticated(UNKNOWN_TOKEN)
         return Principal(account.id, token.id, account.roles)
+
+
+def require_account_access(caller: Principal, account_id: str) -> None:
+    if caller.account_id != account_id and not caller.is_admin:
+        raise PermissionDenied(f"Access to account `{account_id}` is not allowed")
+
+
+def require_admin(caller: Principal) -> None:
+    if not caller.is_admin:
+        raise PermissionDenied(ADMIN_ONLY)
+
+
+def _required(fields: Sequence[tuple[str, str | None]]) -> None:
+    problems = [f"Missing field: {name}" for name, value in fields if value is None]
+    if problems:
+        raise InvalidRequest(*problems)
+
+
+def _validate_account_data(name: str, email: str) -> None:
+    problems = []
+    if not name.strip():
+        problems.append("Account name must not be empty")
+    local, at, domain = email.partition("@")
+    if not (local and at and domain) or any(c.isspace() for c in email):
+        problems.append(f"Invalid email: {email!r}")
+    if problems:
+        raise InvalidRequest(*problems)
+
+
+def parse_role(raw: str) -> str:
+    if raw not in ROLES:
+        raise InvalidRequest(f"Invalid role: {raw!r}; expected one of {', '.join(ROLES)}")
+    return raw
+
+
+class AccountService:
+    def __init__(self, store: AuthStore, plan: Plan, root_account_id: str) -> None:
+        self._store = store
+        self._plan = plan
+        self._root = root_account_id
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    async def _existing(self, account_id: str) -> Account:
+        account = await self._store.account(account_id)
+        if account is None:
+            raise NotFound(ACCOUNT_NOT_FOUND)
+        return account
+
+    async def create(self, caller: Principal, name: str | None, email: str | None) -> Account:
+        require_admin(caller)
+        _required((("name", name), ("email", email)))
+        assert name is not None and email is not None
+        _validate_account_data(name, email)
+        account = Account(str(uuid.uuid4()), name, email, self._plan.plan_id)
+        await self._store.put_account(account)
+        return account
+
+    async def get(self, caller: Principal, account_id: str) -> Account:
+        require_account_access(caller, account_id)
+        return await self._existing(account_id)
+
+    async def lookup(self, account_id: str) -> Account:
+        """For other services: the account, whoever asks."""
+        return await self._existing(account_id)
+
+    async def update(
+        self,
+        caller: Principal,
+        account_id: str,
+        name: str | None,
+        email: str | None,
+        *,
+        body_id: str | None = None,
+        plan_id: str | None = None,
+    ) -> Account:
+        require_account_access(caller, account_id)
+        _required((("name", name), ("email", email)))
+        assert name is not None and email is not None
+        current = await self._existing(account_id)
+        if body_id is not None and body_id != account_id:
+            raise InvalidRequest("The account id in the body does not match the path")
+        if plan_id is not None and plan_id != current.plan_id:
+            raise InvalidRequest("Changing the plan of an account is not allowed")
+        _validate_account_data(name, email)
+        updated = replace(current, name=name, email=email)
+        await self._store.put_account(updated)
+        return updated
+
+    async def delete(self, caller: Principal, account_id: str) -> None:
+        require_account_access(caller, account_id)
+        await self._existing(account_id)
+        if account_id == self._root:
+            raise InvalidRequest("Cannot delete the root account")
+        await self._store.delete_account(account_id)
+
+    async def plan_of(self, caller: Principal, account_id: str) -> Plan:
+        require_account_access(caller, account_id)
+        await self._existing(account_id)
+        return self._plan
+
+    async def roles(self, caller: Principal, account_id: str) -> tuple[str, ...]:
+        require_account_access(caller, account_id)
+        return (await self._existing(account_id)).roles
+
+    async def role(self, caller: Principal, account_id: str, raw_role: str) -> str:
+        require_account_access(caller, account_id)
+        role = parse_role(raw_role)
+        if role not in (await self._existing(account_id)).roles:
+            raise NotFound(f"Role not found: {role}")
+        return role
+
+    async def grant_role(self, caller: Principal, account_id: str, raw_role: str) -> str:
+        require_admin(caller)
+        role = parse_role(raw_role)
+        account = await self._existing(account_id)
+        if role not in account.roles:
+            await self._store.put_account(replace(account, roles=(*account.roles, role)))
+        return role
+
+    async def revoke_role(self, caller: Principal, account_id: str, raw_role: str) -> None:
+        require_admin(caller)
+        role = parse_role(raw_role)
+        account = await self._existing(account_id)
+        if role == "Admin" and account_id == self._root:
+            raise InvalidRequest("Cannot remove the Admin role from the root account")
+        roles = tuple(r for r in account.roles if r != role)
+        await self._store.put_account(replace(account, roles=roles))
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token and its secret: the secret exists only in this value, never in storage."""
+
+    token: Token
+    secret: str
+
+    def to_json(self) -> dict[str, object]:
+        """Golem's UnsafeToken JSON."""
+        return {"data": self.token.to_json(), "secret": {"value": self.secret}}
+
+
+class TokenService:
+    def __init__(self, store: AuthStore) -> None:
+        self._store = store
+
+    async def _require_account(self, caller: Principal, account_id: str) -> None:
+        require_account_access(caller, account_id)
+        if await self._store.account(account_id) is None:
+            # Golem answers an unknown account on the token API with 400.
+            raise InvalidRequest(f"Account Not Found: {account_id}")
+
+    async def list(self, caller: Principal, account_id: str) -> list[Token]:
+        await self._require_account(caller, account_id)
+        return await self._store.tokens(account_id)
+
+    async def create(
+        self, caller: Principal, account_id: str, expires_at: str | None
+    ) -> IssuedToken:
+        await self._require_account(caller, account_id)
+        expiry = FAR_FUTURE
+        if expires_at is not None:
+            try:
+                expiry = rfc3339(parse_rfc3339(expires_at))
+            except ValueError:
+                raise InvalidRequest(
+                    f"Invalid expiresAt: {expires_at!r} is not an RFC 3339 date-time"
+                ) from None
+        return await self.issue(account_id, expiry)
+
+    async def issue(self, account_id: str, expires_at: str) -> IssuedToken:
+        secret = str(uuid.uuid4())
+        return IssuedToken(await self._store.add_token(account_id, secret, expires_at), secret)
+
+    async def get(self, caller: Principal, account_id: str, token_id: str) -> Token:
+        await self._require_account(caller, account_id)
+        token = await self._store.token(token_id)
+        if token is None or token.account_id != account_id:
+            raise NotFound(f"Unknown token: {token_id}")
+        return token
+
+    async def delete(self, caller: Principal, account_id: str, token_id: str) -> None:
+        token = await self.get(caller, account_id, token_id)
+        await self._store.delete_token(token.id)
+
+    async def current(self, caller: Principal) -> Token:
+        """The token the caller authenticated with."""
+        token = await self._store.token(caller.token_id) if caller.token_id else None
+        if token is None or token.account_id != caller.account_id:
+            raise Unauthenticated(UNKNOWN_TOKEN)
+        return token
+
+
+def _megabytes(limit: int) -> int:
+    return limit // 1_000_000
+
+
+class UsageService:
+    """Plan limits on component count, stored bytes and monthly upload bytes, per account.
+
+    The messages are what Golem's component service answers (403), wrapped as it wraps them.
+    """
+
+    def __init__(self, store: AuthStore, plan: Plan) -> None:
+        self._store = store
+        self._plan = plan
+
+    async def record(
+        self, account_id: str, count_delta: int, storage_delta: int, upload_bytes: int
+    ) -> Usage:
+        if upload_bytes < 0:
+            raise InvalidRequest("upload_bytes must not be negative")
+        if await self._store.account(account_id) is None:
+            raise NotFound(ACCOUNT_NOT_FOUND)
+        plan = self._plan
+        if upload_bytes > plan.component_size_limit:
+            raise LimitExceeded(
+                "Limit exceeded: Limit Exceeded: Component size limit exceeded "
+                f"(limit: {_megabytes(plan.component_size_limit)}MB)"
+            )
+        outcome = await self._store.record_usage(
+            account_id,
+            count_delta=count_delta,
+            storage_delta=storage_delta,
+            upload_bytes=upload_bytes,
+            limits=(plan.component_limit, plan.storage_limit, plan.monthly_upload_limit),
+        )
+        if isinstance(outcome, UsageRefused):
+            reason = self._refusal(outcome, account_id)
+            raise LimitExceeded(f"Limit exceeded: Limit Exceeded: {reason}")
+        return outcome
+
+    def _refusal(self, refused: UsageRefused, account_id: str) -> str:
+        plan = self._plan
+        if refused.limit == "components":
+            return f"Component limit exceeded (limit: {plan.component_limit})"
+        if refused.limit == "storage":
+            return (
+                f"Storage limit exceeded for account: {account_id} "
+                f"(limit: {_megabytes(plan.storage_limit)} MB)"
+            )
+        return (
+            f"Upload limit exceeded for account: {account_id} "
+            f"(limit: {_megabytes(plan.monthly_upload_limit)} MB)"
+        )

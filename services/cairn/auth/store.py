@@ -1,4 +1,11 @@
-"""Accounts and tokens in Redis. Token secrets are stored only as SHA-256 digests."""
+"""Accounts, tokens, plan usage and login sessions in Redis.
+
+Token secrets are stored only as SHA-256 digests. Keys (prefix `cairn:auth`):
+`account:<id>` JSON, `account:<id>:tokens` set of token ids, `token:<id>` JSON (with the digest),
+`secret:<digest>` token id, `identity:<provider>:<user id>` account id,
+`usage:<account>` hash {components, storage}, `usage:<account>:upload:<YYYY-MM>` counter,
+`login:<kind>:<key>` pending login sessions (with a TTL).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,37 @@ import json
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 
+from cairn.auth.settings import DEFAULT_PLAN_ID
 from cairn.runtime.timefmt import parse_rfc3339, rfc3339, utc_now
 
-DEFAULT_PLAN_ID = "00000000-0000-0000-0000-000000000000"
 # Golem's root token never expires in practice; 2100 is the date its docs use for "far future".
 FAR_FUTURE = "2100-01-01T00:00:00Z"
+
+# Check every limit first, then record all counters, so a refused call records nothing.
+# KEYS: usage hash, monthly upload counter. ARGV: count delta, storage delta, upload bytes,
+# component limit, storage limit, monthly upload limit, upload counter TTL seconds.
+# Returns {0, which-limit} when refused, else {1, components, storage, uploaded}.
+_RECORD_USAGE = """
+local components = tonumber(redis.call('HGET', KEYS[1], 'components') or '0')
+local storage = tonumber(redis.call('HGET', KEYS[1], 'storage') or '0')
+local uploaded = tonumber(redis.call('GET', KEYS[2]) or '0')
+local dcount, dstorage, upload = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if dcount > 0 and components + dcount > tonumber(ARGV[4]) then return {0, 'components'} end
+if dstorage > 0 and storage + dstorage > tonumber(ARGV[5]) then return {0, 'storage'} end
+if upload > 0 and uploaded + upload > tonumber(ARGV[6]) then return {0, 'upload'} end
+components = math.max(0, components + dcount)
+storage = math.max(0, storage + dstorage)
+redis.call('HSET', KEYS[1], 'components', components, 'storage', storage)
+if upload > 0 then
+  uploaded = redis.call('INCRBY', KEYS[2], upload)
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
+end
+return {1, components, storage, uploaded}
+"""
 
 
 def _text(value: bytes | str) -> str:
@@ -34,6 +64,10 @@ class Account:
     plan_id: str = DEFAULT_PLAN_ID
     roles: tuple[str, ...] = ()
 
+    def to_json(self) -> dict[str, Any]:
+        """Golem's Account JSON."""
+        return {"id": self.id, "name": self.name, "email": self.email, "planId": self.plan_id}
+
 
 @dataclass(frozen=True)
 class Token:
@@ -45,20 +79,57 @@ class Token:
     def expired(self, now: datetime | None = None) -> bool:
         return parse_rfc3339(self.expires_at) <= (now or utc_now())
 
+    def to_json(self) -> dict[str, Any]:
+        """Golem's Token JSON."""
+        return {
+            "id": self.id,
+            "accountId": self.account_id,
+            "createdAt": self.created_at,
+            "expiresAt": self.expires_at,
+        }
+
+
+@dataclass(frozen=True)
+class Usage:
+    component_count: int
+    storage_bytes: int
+    monthly_upload_bytes: int
+
+
+@dataclass(frozen=True)
+class UsageRefused:
+    """Which limit a usage record would have exceeded: components, storage or upload."""
+
+    limit: str
+
+
+def _token_from(raw: bytes | str) -> Token:
+    data = json.loads(raw)
+    return Token(data["id"], data["account_id"], data["created_at"], data["expires_at"])
+
 
 class AuthStore:
     def __init__(self, redis: aioredis.Redis, prefix: str = "cairn:auth") -> None:
         self._r = redis
         self._p = prefix
+        self._record_usage = redis.register_script(_RECORD_USAGE)
 
     def _account_key(self, account_id: str) -> str:
         return f"{self._p}:account:{account_id}"
 
+    def _tokens_key(self, account_id: str) -> str:
+        return f"{self._account_key(account_id)}:tokens"
+
     def _token_key(self, token_id: str) -> str:
         return f"{self._p}:token:{token_id}"
 
+    def _digest_key(self, digest: str) -> str:
+        return f"{self._p}:secret:{digest}"
+
     def _secret_key(self, secret: str) -> str:
-        return f"{self._p}:secret:{secret_digest(secret)}"
+        return self._digest_key(secret_digest(secret))
+
+    # --- accounts -------------------------------------------------------------------------
 
     async def put_account(self, account: Account) -> None:
         record = asdict(account) | {"roles": list(account.roles)}
@@ -73,35 +144,130 @@ class AuthStore:
             data["id"], data["name"], data["email"], data["plan_id"], tuple(data["roles"])
         )
 
+    async def delete_account(self, account_id: str) -> None:
+        """Removes the account and revokes every token it has."""
+        for token_id in await self.token_ids(account_id):
+            await self.delete_token(token_id)
+        async with self._r.pipeline(transaction=True) as tx:
+            tx.delete(self._account_key(account_id), self._tokens_key(account_id))
+            tx.delete(f"{self._p}:usage:{account_id}")
+            await tx.execute()
+
+    async def account_for_identity(self, identity: str, candidate: Account) -> Account:
+        """The account linked to an external identity, linking `candidate` if there is none."""
+        key = f"{self._p}:identity:{identity}"
+        if await self._r.set(key, candidate.id, nx=True):
+            await self.put_account(candidate)
+            return candidate
+        linked = _text(await self._r.get(key) or b"")
+        existing = await self.account(linked)
+        if existing is not None:
+            return existing
+        # The linked account was deleted: a new login starts over with a new account.
+        await self._r.set(key, candidate.id)
+        await self.put_account(candidate)
+        return candidate
+
+    async def root_token_id(self) -> str | None:
+        raw = await self._r.get(f"{self._p}:root-token-id")
+        return None if raw is None else _text(raw)
+
+    # --- tokens ---------------------------------------------------------------------------
+
     async def token_by_secret(self, secret: str) -> Token | None:
         token_id = await self._r.get(self._secret_key(secret))
         if token_id is None:
             return None
-        raw = await self._r.get(self._token_key(_text(token_id)))
-        return None if raw is None else Token(**json.loads(raw))
+        return await self.token(_text(token_id))
+
+    async def token(self, token_id: str) -> Token | None:
+        raw = await self._r.get(self._token_key(token_id))
+        return None if raw is None else _token_from(raw)
+
+    async def token_ids(self, account_id: str) -> list[str]:
+        return sorted(_text(m) for m in await self._r.smembers(self._tokens_key(account_id)))
+
+    async def tokens(self, account_id: str) -> list[Token]:
+        """The account's tokens, oldest first."""
+        ids = await self.token_ids(account_id)
+        if not ids:
+            return []
+        raws = await self._r.mget([self._token_key(i) for i in ids])
+        found = [_token_from(r) for r in raws if r is not None]
+        return sorted(found, key=lambda t: (t.created_at, t.id))
 
     async def add_token(self, account_id: str, secret: str, expires_at: str) -> Token:
         token = Token(str(uuid.uuid4()), account_id, rfc3339(utc_now()), expires_at)
+        digest = secret_digest(secret)
         async with self._r.pipeline(transaction=True) as tx:
-            tx.set(self._token_key(token.id), json.dumps(asdict(token)))
-            tx.set(self._secret_key(secret), token.id)
-            tx.sadd(f"{self._account_key(account_id)}:tokens", token.id)
+            tx.set(self._token_key(token.id), json.dumps(asdict(token) | {"digest": digest}))
+            tx.set(self._digest_key(digest), token.id)
+            tx.sadd(self._tokens_key(account_id), token.id)
             await tx.execute()
         return token
 
+    async def delete_token(self, token_id: str) -> None:
+        raw = await self._r.get(self._token_key(token_id))
+        if raw is None:
+            return
+        data = json.loads(raw)
+        async with self._r.pipeline(transaction=True) as tx:
+            tx.delete(self._token_key(token_id))
+            if "digest" in data:
+                tx.delete(self._digest_key(data["digest"]))
+            tx.srem(self._tokens_key(data["account_id"]), token_id)
+            await tx.execute()
+
     async def bootstrap_root(self, account_id: str, email: str, secret: str) -> None:
         """Make the configured root token the root account's only bootstrap token (idempotent)."""
-        await self.put_account(Account(account_id, "Root", email, roles=("Admin",)))
+        existing_account = await self.account(account_id)
+        roles: tuple[str, ...] = ("Admin",)
+        if existing_account is not None and "Admin" in existing_account.roles:
+            roles = existing_account.roles
+        await self.put_account(Account(account_id, "Root", email, roles=roles))
         existing = await self.token_by_secret(secret)
         if existing is not None and existing.account_id == account_id:
             return
         marker = f"{self._p}:root-token-id"
         previous = await self._r.get(marker)
         token = await self.add_token(account_id, secret, FAR_FUTURE)
-        async with self._r.pipeline(transaction=True) as tx:
-            tx.set(marker, token.id)
-            if previous is not None:
-                # A changed CAIRN_ROOT_TOKEN revokes the old one.
-                tx.delete(self._token_key(_text(previous)))
-                tx.srem(f"{self._account_key(account_id)}:tokens", previous)
-            await tx.execute()
+        await self._r.set(marker, token.id)
+        if previous is not None:
+            # A changed CAIRN_ROOT_TOKEN revokes the old one.
+            await self.delete_token(_text(previous))
+
+    # --- plan usage -----------------------------------------------------------------------
+
+    async def record_usage(
+        self,
+        account_id: str,
+        *,
+        count_delta: int,
+        storage_delta: int,
+        upload_bytes: int,
+        limits: tuple[int, int, int],
+    ) -> Usage | UsageRefused:
+        """Atomically check (component, storage, monthly upload) limits and record the usage."""
+        month = utc_now().strftime("%Y-%m")
+        reply = await self._record_usage(
+            keys=[f"{self._p}:usage:{account_id}", f"{self._p}:usage:{account_id}:upload:{month}"],
+            # 40 days: the counter outlives its month, then Redis drops it.
+            args=[count_delta, storage_delta, upload_bytes, *limits, 40 * 24 * 3600],
+        )
+        if int(reply[0]) == 0:
+            return UsageRefused(_text(reply[1]))
+        return Usage(int(reply[1]), int(reply[2]), int(reply[3]))
+
+    # --- login sessions -------------------------------------------------------------------
+
+    async def put_login(self, kind: str, key: str, record: dict[str, Any], ttl: int) -> None:
+        await self._r.set(f"{self._p}:login:{kind}:{key}", json.dumps(record), ex=max(1, ttl))
+
+    async def login(self, kind: str, key: str) -> dict[str, Any] | None:
+        raw = await self._r.get(f"{self._p}:login:{kind}:{key}")
+        return None if raw is None else dict(json.loads(raw))
+
+    async def take_login(self, kind: str, key: str) -> dict[str, Any] | None:
+        """Read and delete a login session at once, so it is redeemed only once."""
+        raw = await self._r.getdel(f"{self._p}:login:{kind}:{key}")
+        return None if raw is None else dict(json.loads(raw))

@@ -1,30 +1,47 @@
-"""`python -m cairn.project`: run the project service."""
+"""`python -m cairn.project`: run the project service (projects, policies and grants)."""
 
 from __future__ import annotations
 
 import grpc
 import redis.asyncio as aioredis
 
-from cairn.project.grpc_api import ProjectApi
+from cairn.project.accounts import AuthAccountDirectory
+from cairn.project.grpc_api import ProjectApi, ProjectGrantApi, ProjectPolicyApi
 from cairn.project.service import ProjectService
 from cairn.project.store import ProjectStore
-from cairn.project.v1 import project_service_pb2_grpc
+from cairn.project.v1 import project_grant_service_pb2_grpc, project_service_pb2_grpc
 from cairn.runtime.callers import CallerResolver
 from cairn.runtime.entrypoint import Registrar, run_service
 from cairn.runtime.settings import Settings
 
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
-    api = ProjectApi(
-        ProjectService(ProjectStore(redis)),
-        CallerResolver(settings.internal_secret, settings.address("auth")),
+    projects = ProjectService(
+        ProjectStore(redis),
+        accounts=AuthAccountDirectory(settings.address("auth"), settings.internal_secret),
     )
+    callers = CallerResolver(settings.internal_secret, settings.address("auth"))
 
     def register(server: grpc.aio.Server) -> None:
-        project_service_pb2_grpc.add_ProjectServiceServicer_to_server(api, server)
+        project_service_pb2_grpc.add_ProjectServiceServicer_to_server(
+            ProjectApi(projects, callers), server
+        )
+        project_grant_service_pb2_grpc.add_ProjectGrantServiceServicer_to_server(
+            ProjectGrantApi(projects, callers), server
+        )
+        project_grant_service_pb2_grpc.add_ProjectPolicyServiceServicer_to_server(
+            ProjectPolicyApi(projects, callers), server
+        )
 
     return register
 
 
 if __name__ == "__main__":
-    run_service("project", setup)
+    run_service(
+        "project",
+        setup,
+        extra_services=[
+            "cairn.project.v1.ProjectGrantService",
+            "cairn.project.v1.ProjectPolicyService",
+        ],
+    )

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 
-from cairn.project.model import Project, ProjectAction, ProjectType
+from cairn.project.model import (
+    Project,
+    ProjectAction,
+    ProjectGrant,
+    ProjectPolicy,
+    ProjectType,
+    parse_action,
+)
 from cairn.project.service import ProjectService
+from cairn.project.v1 import project_grant_service_pb2 as grant_pb
+from cairn.project.v1 import project_grant_service_pb2_grpc as grant_grpc
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
 from cairn.runtime.callers import CallerResolver
+from cairn.runtime.errors import InvalidRequest
 from cairn.runtime.rest import is_rest, json_body
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -110,3 +122,172 @@ class ProjectApi(pb_grpc.ProjectServiceServicer):
             caller, request.project_id, action_from_pb(request.action)
         )
         return pb.AuthorizeProjectActionResponse(project_owner_account_id=project.owner_account_id)
+
+
+# --- policies and grants ------------------------------------------------------------------
+
+PolicyFields = tuple[str | None, list[ProjectAction] | None]
+
+
+def _json_object(body: httpbody_pb2.HttpBody) -> dict[str, Any]:
+    try:
+        data = json.loads(body.data or b"null")
+    except ValueError as err:
+        raise InvalidRequest(f"Invalid JSON body: {err}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("Invalid body: expected a JSON object")
+    return data
+
+
+def _optional_string(data: dict[str, Any], key: str, problems: list[str]) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        problems.append(f"Invalid field {key}: expected a string")
+        return None
+    return value
+
+
+def parse_actions(value: Any, problems: list[str]) -> list[ProjectAction] | None:
+    """`projectActions` as `{"actions":[...]}` (2024+) or a bare list (2023 docs)."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and set(value) == {"actions"}:
+        value = value["actions"]
+    if not isinstance(value, list):
+        problems.append("Invalid field projectActions: expected {\"actions\": [...]} or a list")
+        return None
+    actions = []
+    for item in value:
+        try:
+            actions.append(parse_action(item))
+        except ValueError as err:
+            problems.append(str(err))
+    return actions
+
+
+def _pb_actions(values: Any) -> list[ProjectAction]:
+    actions = []
+    for value in values:
+        action = action_from_pb(value)
+        if action is None:
+            raise InvalidRequest(f"Invalid project action: {value}")
+        actions.append(action)
+    return actions
+
+
+def policy_to_pb(p: ProjectPolicy) -> grant_pb.ProjectPolicy:
+    return grant_pb.ProjectPolicy(
+        id=p.id, name=p.name, actions=[_ACTION_TO_PB[a] for a in p.actions]
+    )
+
+
+def grant_to_pb(g: ProjectGrant) -> grant_pb.ProjectGrant:
+    return grant_pb.ProjectGrant(
+        id=g.id,
+        grantee_account_id=g.grantee_account_id,
+        grantor_project_id=g.project_id,
+        project_policy_id=g.policy_id,
+    )
+
+
+class ProjectPolicyApi(grant_grpc.ProjectPolicyServiceServicer):
+    def __init__(self, projects: ProjectService, callers: CallerResolver) -> None:
+        self._projects = projects
+        self._callers = callers
+
+    @staticmethod
+    def _reply(policy: ProjectPolicy, context: Context) -> grant_pb.ProjectPolicyResponse:
+        if is_rest(context):
+            return grant_pb.ProjectPolicyResponse(rest=json_body(policy.to_json()))
+        return grant_pb.ProjectPolicyResponse(policy=policy_to_pb(policy))
+
+    async def CreateProjectPolicy(
+        self, request: grant_pb.CreateProjectPolicyRequest, context: Context
+    ) -> grant_pb.ProjectPolicyResponse:
+        caller = await self._callers.resolve(context)
+        name: str | None
+        actions: list[ProjectAction] | None
+        if request.HasField("rest"):
+            data = _json_object(request.rest)
+            problems: list[str] = []
+            name = _optional_string(data, "name", problems)
+            actions = parse_actions(data.get("projectActions"), problems)
+            if problems:
+                raise InvalidRequest(*problems)
+        else:
+            name, actions = request.name, _pb_actions(request.actions)
+        policy = await self._projects.create_policy(caller, name, actions)
+        return self._reply(policy, context)
+
+    async def GetProjectPolicy(
+        self, request: grant_pb.GetProjectPolicyRequest, context: Context
+    ) -> grant_pb.ProjectPolicyResponse:
+        caller = await self._callers.resolve(context)
+        policy = await self._projects.get_policy(caller, request.project_policy_id)
+        return self._reply(policy, context)
+
+
+class ProjectGrantApi(grant_grpc.ProjectGrantServiceServicer):
+    def __init__(self, projects: ProjectService, callers: CallerResolver) -> None:
+        self._projects = projects
+        self._callers = callers
+
+    @staticmethod
+    def _reply(grant: ProjectGrant, context: Context) -> grant_pb.ProjectGrantResponse:
+        if is_rest(context):
+            return grant_pb.ProjectGrantResponse(rest=json_body(grant.to_json()))
+        return grant_pb.ProjectGrantResponse(grant=grant_to_pb(grant))
+
+    async def ListProjectGrants(
+        self, request: grant_pb.ListProjectGrantsRequest, context: Context
+    ) -> grant_pb.ListProjectGrantsResponse:
+        caller = await self._callers.resolve(context)
+        grants = await self._projects.list_grants(caller, request.project_id)
+        if is_rest(context):
+            return grant_pb.ListProjectGrantsResponse(
+                rest=json_body([g.to_json() for g in grants])
+            )
+        return grant_pb.ListProjectGrantsResponse(grants=[grant_to_pb(g) for g in grants])
+
+    async def CreateProjectGrant(
+        self, request: grant_pb.CreateProjectGrantRequest, context: Context
+    ) -> grant_pb.ProjectGrantResponse:
+        caller = await self._callers.resolve(context)
+        if request.HasField("rest"):
+            data = _json_object(request.rest)
+            problems: list[str] = []
+            grantee = _optional_string(data, "granteeAccountId", problems)
+            policy_id = _optional_string(data, "projectPolicyId", problems)
+            policy_name = _optional_string(data, "projectPolicyName", problems)
+            actions = parse_actions(data.get("projectActions"), problems)
+            if problems:
+                raise InvalidRequest(*problems)
+        else:
+            grantee = request.grantee_account_id
+            policy_id = (
+                request.project_policy_id if request.HasField("project_policy_id") else None
+            )
+            policy_name = (
+                request.project_policy_name if request.HasField("project_policy_name") else None
+            )
+            actions = _pb_actions(request.project_actions)
+        grant = await self._projects.create_grant(
+            caller, request.project_id, grantee, policy_id, actions, policy_name
+        )
+        return self._reply(grant, context)
+
+    async def GetProjectGrant(
+        self, request: grant_pb.ProjectGrantRequest, context: Context
+    ) -> grant_pb.ProjectGrantResponse:
+        caller = await self._callers.resolve(context)
+        grant = await self._projects.get_grant(caller, request.project_id, request.grant_id)
+        return self._reply(grant, context)
+
+    async def DeleteProjectGrant(
+        self, request: grant_pb.ProjectGrantRequest, context: Context
+    ) -> grant_pb.DeleteProjectGrantResponse:
+        caller = await self._callers.resolve(context)
+        await self._projects.delete_grant(caller, request.project_id, request.grant_id)
+        return grant_pb.DeleteProjectGrantResponse(
+            rest=json_body({}) if is_rest(context) else None
+        )

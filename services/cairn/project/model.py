@@ -1,8 +1,9 @@
-"""Projects and project actions, as the domain sees them."""
+"""Projects, project actions, policies and grants, as the domain sees them."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,92 @@ class ProjectAction(enum.Enum):
 
 
 ALL_ACTIONS: tuple[ProjectAction, ...] = tuple(ProjectAction)
+
+# Older spellings accepted on input: 2023 docs (*Instance) and Jan 2024 (*Template).
+_ACTION_ALIASES = {
+    f"{verb}{old}": ProjectAction(f"{verb}{new}")
+    for verb in ("View", "Create", "Update", "Delete")
+    for old, new in (("Instance", "Worker"), ("Template", "Component"))
+}
+
+
+def parse_action(raw: object) -> ProjectAction:
+    """A ProjectAction from its Golem name (current or older spelling)."""
+    if isinstance(raw, str):
+        if raw in _ACTION_ALIASES:
+            return _ACTION_ALIASES[raw]
+        try:
+            return ProjectAction(raw)
+        except ValueError:
+            pass
+    raise ValueError(f"Invalid project action: {raw!r}")
+
+
+def in_enum_order(actions: Iterable[ProjectAction]) -> tuple[ProjectAction, ...]:
+    """Distinct actions in Golem's enum order, so every listing is stable."""
+    chosen = set(actions)
+    return tuple(a for a in ALL_ACTIONS if a in chosen)
+
+
+@dataclass(frozen=True)
+class ProjectPolicy:
+    id: str
+    name: str
+    actions: tuple[ProjectAction, ...]
+    # The account that created it: it may use it in grants and see it.
+    owner_account_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Golem's ProjectPolicy JSON (2024+: projectActions wraps the list)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "projectActions": {"actions": [a.value for a in self.actions]},
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "actions": [a.value for a in self.actions],
+            "owner": self.owner_account_id,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> ProjectPolicy:
+        actions = tuple(ProjectAction(a) for a in data["actions"])
+        return cls(data["id"], data["name"], actions, data["owner"])
+
+
+@dataclass(frozen=True)
+class ProjectGrant:
+    id: str
+    grantee_account_id: str
+    project_id: str
+    policy_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Golem's ProjectGrant JSON."""
+        return {
+            "id": self.id,
+            "data": {
+                "granteeAccountId": self.grantee_account_id,
+                "grantorProjectId": self.project_id,
+                "projectPolicyId": self.policy_id,
+            },
+        }
+
+    def to_record(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "grantee": self.grantee_account_id,
+            "project": self.project_id,
+            "policy": self.policy_id,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, str]) -> ProjectGrant:
+        return cls(data["id"], data["grantee"], data["project"], data["policy"])
 
 
 @dataclass(frozen=True)

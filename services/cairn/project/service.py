@@ -1,47 +1,100 @@
-"""Project use cases, with the one access check every project operation goes through."""
+"""Project use cases, with the one access check every project operation goes through.
+
+`ProjectAccess` is the single place that decides what a caller may do on a project: the owner and
+admins everything, a grantee the actions of the policies of its grants, anyone else nothing. The
+component service asks it too (AuthorizeProjectAction), so grants apply there unchanged.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from cairn.project.model import ALL_ACTIONS, Project, ProjectAction, ProjectType
+from cairn.project.model import (
+    ALL_ACTIONS,
+    Project,
+    ProjectAction,
+    ProjectGrant,
+    ProjectPolicy,
+    ProjectType,
+    in_enum_order,
+)
 from cairn.project.store import ProjectStore
-from cairn.runtime.errors import InvalidRequest, NotFound, PermissionDenied
+from cairn.runtime.errors import InvalidRequest, LimitExceeded, NotFound, PermissionDenied
 from cairn.runtime.principal import Principal
 
 DEFAULT_PROJECT_NAME = "default-project"
 
 
-def parse_project_id(raw: str) -> str:
+def _parse_uuid(raw: str, what: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise InvalidRequest(f"Invalid project id: {raw!r} is not a UUID") from None
+        raise InvalidRequest(f"Invalid {what}: {raw!r} is not a UUID") from None
+
+
+def parse_project_id(raw: str) -> str:
+    return _parse_uuid(raw, "project id")
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """What the project service needs to know about an account (from the auth service)."""
+
+    account_id: str
+    project_limit: int
+
+
+class AccountDirectory(Protocol):
+    """Looks accounts up on behalf of a caller; None when there is no such account."""
+
+    async def lookup(self, caller: Principal, account_id: str) -> AccountInfo | None: ...
 
 
 class ProjectAccess:
-    """Which actions a caller has on a project. The single place grants will plug into."""
+    """Which actions a caller has on a project: the one place access is decided."""
 
-    def actions(self, caller: Principal, project: Project) -> tuple[ProjectAction, ...]:
+    def __init__(self, store: ProjectStore) -> None:
+        self._store = store
+
+    async def actions(self, caller: Principal, project: Project) -> tuple[ProjectAction, ...]:
         if caller.is_admin or caller.account_id == project.owner_account_id:
             return ALL_ACTIONS
-        return ()
+        grants = [
+            g for g in await self._store.grants_to(caller.account_id) if g.project_id == project.id
+        ]
+        if not grants:
+            return ()
+        policies = await self._store.policies(g.policy_id for g in grants)
+        return in_enum_order(a for p in policies.values() for a in p.actions)
 
-    def require(self, caller: Principal, project: Project, action: ProjectAction | None) -> None:
-        """Raise PermissionDenied unless the caller may do `action` (None: any access at all)."""
-        allowed = self.actions(caller, project)
+    async def require(
+        self, caller: Principal, project: Project, action: ProjectAction | None
+    ) -> tuple[ProjectAction, ...]:
+        """The caller's actions; PermissionDenied unless they include `action` (None: any)."""
+        allowed = await self.actions(caller, project)
         if action is None and not allowed:
             raise PermissionDenied(f"Access to project `{project.id}` is not allowed")
         if action is not None and action not in allowed:
             raise PermissionDenied(
                 f"Action `{action.value}` is not allowed on project `{project.id}`"
             )
+        return allowed
 
 
 class ProjectService:
-    def __init__(self, store: ProjectStore, access: ProjectAccess | None = None) -> None:
+    def __init__(
+        self,
+        store: ProjectStore,
+        access: ProjectAccess | None = None,
+        accounts: AccountDirectory | None = None,
+    ) -> None:
+        """`accounts` None: no plan limits and no grantee checks (tests of the bare service)."""
         self._store = store
-        self._access = access or ProjectAccess()
+        self._access = access or ProjectAccess(store)
+        self._accounts = accounts
 
     async def default_project(self, caller: Principal) -> Project:
         account = caller.account_id
@@ -59,8 +112,18 @@ class ProjectService:
         return project
 
     async def list_projects(self, caller: Principal, name: str | None) -> list[Project]:
+        """Own projects (oldest first), then projects granted to the caller (by grant age)."""
         await self.default_project(caller)
-        projects = await self._store.get_many(await self._store.owned_ids(caller.account_id))
+        owned = await self._store.owned_ids(caller.account_id)
+        granted_ids: list[str] = []
+        for grant in await self._store.grants_to(caller.account_id):
+            if grant.project_id not in owned and grant.project_id not in granted_ids:
+                granted_ids.append(grant.project_id)
+        granted = [
+            p for p in await self._store.get_many(granted_ids)
+            if await self._access.actions(caller, p)
+        ]
+        projects = await self._store.get_many(owned) + granted
         return [p for p in projects if name is None or p.name == name]
 
     async def create_project(
@@ -80,10 +143,17 @@ class ProjectService:
         assert name is not None and owner is not None and description is not None
         if owner != caller.account_id and not caller.is_admin:
             raise PermissionDenied(f"Access to account `{owner}` is not allowed")
+        limit = None
+        if self._accounts is not None:
+            info = await self._accounts.lookup(caller, owner)
+            if info is None:
+                raise NotFound(f"Account not found: {owner}")
+            limit = info.project_limit
         project = Project(str(uuid.uuid4()), name, owner, description, ProjectType.NON_DEFAULT)
         # Golem gives every account its default project first; keep listing order the same.
         await self.default_project(Principal(owner))
-        await self._store.create(project)
+        if not await self._store.create(project, limit):
+            raise LimitExceeded(f"Limit Exceeded: Project limit exceeded (limit: {limit})")
         return project
 
     async def get_project(
@@ -94,7 +164,7 @@ class ProjectService:
         project = await self._store.get(project_id)
         if project is None:
             raise NotFound(f"Project not found: {project_id}")
-        self._access.require(caller, project, action)
+        await self._access.require(caller, project, action)
         return project
 
     async def delete_project(self, caller: Principal, raw_id: str) -> None:
@@ -104,5 +174,110 @@ class ProjectService:
         await self._store.delete(project)
 
     async def actions(self, caller: Principal, raw_id: str) -> tuple[ProjectAction, ...]:
-        project = await self.get_project(caller, raw_id)
-        return self._access.actions(caller, project)
+        project_id = parse_project_id(raw_id)
+        project = await self._store.get(project_id)
+        if project is None:
+            raise NotFound(f"Project not found: {project_id}")
+        return await self._access.require(caller, project, None)
+
+    # --- policies -------------------------------------------------------------------------
+
+    async def create_policy(
+        self, caller: Principal, name: str | None, actions: Sequence[ProjectAction] | None
+    ) -> ProjectPolicy:
+        problems = [
+            f"Missing field: {field}"
+            for field, value in (("name", name), ("projectActions", actions))
+            if value is None
+        ]
+        if problems:
+            raise InvalidRequest(*problems)
+        assert name is not None and actions is not None
+        policy = ProjectPolicy(str(uuid.uuid4()), name, in_enum_order(actions), caller.account_id)
+        await self._store.put_policy(policy)
+        return policy
+
+    async def get_policy(self, caller: Principal, raw_id: str) -> ProjectPolicy:
+        """A policy its creator, an admin, or a holder of a grant using it may see."""
+        policy_id = _parse_uuid(raw_id, "project policy id")
+        policy = await self._store.policy(policy_id)
+        if policy is None or not await self._may_see_policy(caller, policy):
+            # Same answer for hidden and missing: policy ids do not leak.
+            raise NotFound(f"Project policy not found: {policy_id}")
+        return policy
+
+    async def _may_see_policy(self, caller: Principal, policy: ProjectPolicy) -> bool:
+        if caller.is_admin or caller.account_id == policy.owner_account_id:
+            return True
+        return any(g.policy_id == policy.id for g in await self._store.grants_to(caller.account_id))
+
+    # --- grants ---------------------------------------------------------------------------
+
+    async def list_grants(self, caller: Principal, raw_project_id: str) -> list[ProjectGrant]:
+        project = await self.get_project(
+            caller, raw_project_id, ProjectAction.VIEW_PROJECT_GRANTS
+        )
+        return await self._store.grants_of(project.id)
+
+    async def create_grant(
+        self,
+        caller: Principal,
+        raw_project_id: str,
+        grantee: str | None,
+        policy_id: str | None,
+        actions: Sequence[ProjectAction] | None,
+        policy_name: str | None,
+    ) -> ProjectGrant:
+        project = await self.get_project(
+            caller, raw_project_id, ProjectAction.CREATE_PROJECT_GRANTS
+        )
+        problems = []
+        if not grantee:
+            problems.append("Missing field: granteeAccountId")
+        if policy_id is None and actions is None:
+            problems.append("Missing field: projectActions")
+        if problems:
+            raise InvalidRequest(*problems)
+        assert grantee is not None
+        if self._accounts is not None and await self._accounts.lookup(caller, grantee) is None:
+            raise NotFound(f"Account not found: {grantee}")
+        if policy_id is not None:
+            policy = await self.get_policy(caller, policy_id)
+        else:
+            assert actions is not None
+            policy = await self.create_policy(caller, policy_name or "", actions)
+        # A grantee allowed to grant may pass on only what it holds itself.
+        held = await self._access.actions(caller, project)
+        for action in policy.actions:
+            if action not in held:
+                raise PermissionDenied(
+                    f"Action `{action.value}` is not allowed on project `{project.id}`"
+                )
+        grant = ProjectGrant(str(uuid.uuid4()), grantee, project.id, policy.id)
+        await self._store.add_grant(grant)
+        return grant
+
+    async def _grant_on(
+        self, caller: Principal, raw_project_id: str, raw_grant_id: str, action: ProjectAction
+    ) -> ProjectGrant:
+        project = await self.get_project(caller, raw_project_id, action)
+        grant_id = _parse_uuid(raw_grant_id, "project grant id")
+        grant = await self._store.grant(grant_id)
+        if grant is None or grant.project_id != project.id:
+            raise NotFound(f"Project grant not found: {grant_id}")
+        return grant
+
+    async def get_grant(
+        self, caller: Principal, raw_project_id: str, raw_grant_id: str
+    ) -> ProjectGrant:
+        return await self._grant_on(
+            caller, raw_project_id, raw_grant_id, ProjectAction.VIEW_PROJECT_GRANTS
+        )
+
+    async def delete_grant(
+        self, caller: Principal, raw_project_id: str, raw_grant_id: str
+    ) -> None:
+        grant = await self._grant_on(
+            caller, raw_project_id, raw_grant_id, ProjectAction.DELETE_PROJECT_GRANTS
+        )
+        await self._store.delete_grant(grant)
