@@ -1,0 +1,321 @@
+"""gRPC surface of the ledger: proto <-> domain, and the DAML JSON API's bodies for REST callers.
+
+REST calls arrive with their raw JSON body in the request's `rest` HttpBody (parsed here with
+exact decimals) and get `{"status":200,"result":...}` envelopes back; native gRPC calls use the
+typed fields, with LF values as `google.protobuf.Value`s in the LF JSON encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+from google.protobuf import json_format, struct_pb2
+
+from cairn.auth.ledger_jwt import (
+    CLAIMS_HEADER,
+    LedgerClaims,
+    LedgerTokenPolicy,
+    verify_claims,
+)
+from cairn.ledger.model import Party, StoredContract
+from cairn.ledger.service import LedgerService
+from cairn.ledger.v1 import ledger_service_pb2 as pb
+from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from cairn.runtime.callers import bearer_secret
+from cairn.runtime.errors import InvalidRequest, Unauthenticated
+from cairn.runtime.rest import is_rest, json_body
+
+Context = grpc.aio.ServicerContext[Any, Any]
+OCTET_STREAM = "application/octet-stream"
+_QUERY_FIELDS = {"templateIds", "query", "readers"}
+
+
+class LedgerCallers:
+    """The caller's ledger claims: Envoy's signed claims header, else the caller's own JWT."""
+
+    def __init__(self, policy: LedgerTokenPolicy, internal_secret: str) -> None:
+        self._policy = policy
+        self._secret = internal_secret
+
+    def resolve(self, context: Context) -> LedgerClaims:
+        metadata = dict(context.invocation_metadata() or ())
+        assertion = metadata.get(CLAIMS_HEADER)
+        if isinstance(assertion, str):
+            trusted = verify_claims(assertion, self._secret)
+            if trusted is not None:
+                return trusted
+        authorization = metadata.get("authorization")
+        token = bearer_secret(authorization) if isinstance(authorization, str) else ""
+        return self._policy.verify(token)
+
+
+# ---------------------------------------------------------------------- JSON helpers
+def parse_json(body: httpbody_pb2.HttpBody) -> Any:
+    """The request's JSON, with numbers kept exact; 400 in the JSON API's words otherwise."""
+    try:
+        text = body.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("JSON parser error: the request body is not UTF-8") from None
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as err:
+        raise InvalidRequest(f"JSON parser error: {err.msg} at input index {err.pos} "
+                             f"(line {err.lineno}, position {err.colno})") from None
+
+
+def json_object(body: httpbody_pb2.HttpBody, what: str) -> dict[str, Any]:
+    data = parse_json(body)
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(data)}>. Cause: "
+                             f"spray.json.DeserializationException: {what} must be a JSON object")
+    return data
+
+
+def _short(data: Any) -> str:
+    text = json.dumps(data, default=str, separators=(",", ":"))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def envelope(result: Any, warnings: dict[str, Any] | None = None) -> httpbody_pb2.HttpBody:
+    body: dict[str, Any] = {"status": 200, "result": result}
+    if warnings:
+        body["warnings"] = warnings
+    return json_body(body)
+
+
+def value_from_pb(value: struct_pb2.Value) -> Any:
+    """A protobuf Value as LF JSON input: integral numbers as ints, others exact decimals."""
+    return _exact_numbers(json_format.MessageToDict(value))
+
+
+def _exact_numbers(data: Any) -> Any:
+    if isinstance(data, float):
+        return int(data) if data.is_integer() else Decimal(repr(data))
+    if isinstance(data, list):
+        return [_exact_numbers(item) for item in data]
+    if isinstance(data, dict):
+        return {k: _exact_numbers(v) for k, v in data.items()}
+    return data
+
+
+def value_to_pb(data: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    json_format.ParseDict(data, value)
+    return value
+
+
+def contract_to_pb(contract: StoredContract) -> pb.ActiveContract:
+    message = pb.ActiveContract(
+        contract_id=contract.contract_id,
+        template_id=contract.template_id,
+        payload=value_to_pb(contract.payload),
+        signatories=contract.signatories,
+        observers=contract.observers,
+        agreement_text=contract.agreement_text,
+    )
+    if contract.has_key:
+        message.key.CopyFrom(value_to_pb(contract.key))
+    return message
+
+
+def party_to_pb(party: Party) -> pb.PartyDetails:
+    message = pb.PartyDetails(identifier=party.identifier, is_local=party.is_local)
+    if party.display_name is not None:
+        message.display_name = party.display_name
+    return message
+
+
+def _optional_text(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(data)}>. Cause: "
+                             f"spray.json.DeserializationException: {name} must be a string")
+    return value
+
+
+class LedgerApi(pb_grpc.LedgerServiceServicer):
+    def __init__(self, ledger: LedgerService, callers: LedgerCallers) -> None:
+        self._ledger = ledger
+        self._callers = callers
+
+    # ------------------------------------------------------------------ commands
+    async def Create(self, request: pb.CreateRequest, context: Context) -> pb.CreateResponse:
+        claims = self._callers.resolve(context)
+        if is_rest(context):
+            body = json_object(request.rest, "a create command")
+            if "templateId" not in body or "payload" not in body:
+                raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(body)}>. "
+                                     f"Cause: spray.json.DeserializationException: a create "
+                                     f"command requires templateId and payload")
+            meta = body.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise InvalidRequest("meta must be a JSON object")
+            created = await self._ledger.create(claims, body["templateId"], body["payload"],
+                                                _optional_text(meta, "commandId"))
+            result = {**created.contract.to_json(),
+                      "completionOffset": created.completion_offset}
+            return pb.CreateResponse(rest=envelope(result))
+        created = await self._ledger.create(claims, request.template_id,
+                                            value_from_pb(request.payload),
+                                            request.meta.command_id or None)
+        return pb.CreateResponse(contract=contract_to_pb(created.contract),
+                                 completion_offset=created.completion_offset)
+
+    # ------------------------------------------------------------------ reads
+    async def Fetch(self, request: pb.FetchRequest, context: Context) -> pb.FetchResponse:
+        claims = self._callers.resolve(context)
+        if is_rest(context):
+            body = json_object(request.rest, "a fetch request")
+            contract_id, template, key = body.get("contractId"), body.get("templateId"), None
+            has_key = "key" in body
+            key = body.get("key")
+            readers = body.get("readers")
+        else:
+            contract_id = request.contract_id or None
+            template = request.template_id or None
+            has_key = request.HasField("key")
+            key = value_from_pb(request.key) if has_key else None
+            readers = None
+        claims = self._restrict(claims, readers)
+        if has_key == (contract_id is not None):
+            raise InvalidRequest("JsonReaderError. Cannot read JSON: fetch request. Cause: "
+                                 "spray.json.DeserializationException: ContractLocator "
+                                 "requires either key or contractId field")
+        if has_key:
+            if template is None:
+                raise InvalidRequest("A fetch by key requires templateId")
+            found = await self._ledger.fetch_by_key(claims, template, key)
+        else:
+            found = await self._ledger.fetch_by_id(claims, contract_id, template)  # type: ignore[arg-type]
+        if is_rest(context):
+            return pb.FetchResponse(rest=envelope(None if found is None else found.to_json()))
+        response = pb.FetchResponse()
+        if found is not None:
+            response.contract.CopyFrom(contract_to_pb(found))
+        return response
+
+    @staticmethod
+    def _restrict(claims: LedgerClaims, readers: Any) -> LedgerClaims:
+        """Narrow the reading parties to `readers`, which the token must allow."""
+        if readers is None:
+            return claims
+        if not isinstance(readers, list) or not all(isinstance(r, str) for r in readers):
+            raise InvalidRequest("readers must be a JSON array of party identifiers")
+        outside = sorted(set(readers) - claims.readers)
+        if outside:
+            raise Unauthenticated(
+                f"Queried parties not allowed by given JWT token: {', '.join(outside)}")
+        return dataclasses.replace(claims, act_as=(), read_as=tuple(readers))
+
+    async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
+        claims = self._callers.resolve(context)
+        if is_rest(context):
+            body = json_object(request.rest, "a query")
+            extra = sorted(set(body) - _QUERY_FIELDS)
+            if extra:
+                raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(body)}>. "
+                                     f"Cause: spray.json.DeserializationException: unsupported "
+                                     f"query fields {extra}; likely should be within 'query' "
+                                     f"subobject")
+            templates = body.get("templateIds")
+            if not isinstance(templates, list):
+                raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(body)}>. "
+                                     f"Cause: spray.json.DeserializationException: templateIds "
+                                     f"must be a JSON array")
+            query = body.get("query")
+            claims = self._restrict(claims, body.get("readers"))
+        else:
+            templates = list(request.template_ids)
+            query = (_exact_numbers(json_format.MessageToDict(request.query))
+                     if request.HasField("query") else None)
+        if query is not None and not isinstance(query, dict):
+            raise InvalidRequest("query must be a JSON object")
+        result = await self._ledger.query(claims, templates, query)
+        if is_rest(context):
+            warnings = ({"unknownTemplateIds": result.unknown_template_ids}
+                        if result.unknown_template_ids else None)
+            return pb.QueryResponse(rest=envelope([c.to_json() for c in result.contracts],
+                                                  warnings))
+        return pb.QueryResponse(contracts=[contract_to_pb(c) for c in result.contracts],
+                                unknown_template_ids=result.unknown_template_ids)
+
+    async def QueryAll(self, request: pb.QueryAllRequest, context: Context) -> pb.QueryResponse:
+        contracts = await self._ledger.query_all(self._callers.resolve(context))
+        if is_rest(context):
+            return pb.QueryResponse(rest=envelope([c.to_json() for c in contracts]))
+        return pb.QueryResponse(contracts=[contract_to_pb(c) for c in contracts])
+
+    # ------------------------------------------------------------------ parties
+    async def ListParties(self, request: pb.ListPartiesRequest,
+                          context: Context) -> pb.PartiesResponse:
+        self._callers.resolve(context)
+        parties = await self._ledger.parties()
+        if is_rest(context):
+            return pb.PartiesResponse(rest=envelope([p.to_json() for p in parties]))
+        return pb.PartiesResponse(parties=[party_to_pb(p) for p in parties])
+
+    async def GetParties(self, request: pb.GetPartiesRequest,
+                         context: Context) -> pb.PartiesResponse:
+        self._callers.resolve(context)
+        if is_rest(context):
+            identifiers = parse_json(request.rest)
+            if not isinstance(identifiers, list):
+                raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(identifiers)}>"
+                                     f". Cause: spray.json.DeserializationException: must be a "
+                                     f"JSON array")
+        else:
+            identifiers = list(request.identifiers)
+        found, unknown = await self._ledger.parties_by_id(identifiers)
+        if is_rest(context):
+            warnings = {"unknownParties": unknown} if unknown else None
+            return pb.PartiesResponse(rest=envelope([p.to_json() for p in found], warnings))
+        return pb.PartiesResponse(parties=[party_to_pb(p) for p in found],
+                                  unknown_parties=unknown)
+
+    async def AllocateParty(self, request: pb.AllocatePartyRequest,
+                            context: Context) -> pb.AllocatePartyResponse:
+        self._callers.resolve(context)
+        if is_rest(context):
+            body = json_object(request.rest, "an allocate party request")
+            hint = _optional_text(body, "identifierHint")
+            display_name = _optional_text(body, "displayName")
+        else:
+            hint = request.identifier_hint if request.HasField("identifier_hint") else None
+            display_name = request.display_name if request.HasField("display_name") else None
+        party = await self._ledger.allocate_party(hint, display_name)
+        if is_rest(context):
+            return pb.AllocatePartyResponse(rest=envelope(party.to_json()))
+        return pb.AllocatePartyResponse(party=party_to_pb(party))
+
+    # ------------------------------------------------------------------ packages
+    async def UploadDarFile(self, request: pb.UploadDarFileRequest,
+                            context: Context) -> pb.UploadDarFileResponse:
+        self._callers.resolve(context)
+        rest = is_rest(context)
+        dar = await self._ledger.upload_dar(request.rest.data if rest else request.dar_file)
+        if rest:
+            return pb.UploadDarFileResponse(rest=envelope(1))
+        return pb.UploadDarFileResponse(main_package_id=dar.main_package_id,
+                                        package_ids=sorted(dar.packages))
+
+    async def ListPackages(self, request: pb.ListPackagesRequest,
+                           context: Context) -> pb.ListPackagesResponse:
+        self._callers.resolve(context)
+        ids = await self._ledger.package_ids()
+        if is_rest(context):
+            return pb.ListPackagesResponse(rest=envelope(ids))
+        return pb.ListPackagesResponse(package_ids=ids)
+
+    async def GetPackage(self, request: pb.GetPackageRequest,
+                         context: Context) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        self._callers.resolve(context)
+        reader = await self._ledger.open_dalf(request.package_id)
+        async with reader:
+            async for chunk in reader:
+                yield httpbody_pb2.HttpBody(content_type=OCTET_STREAM, data=chunk)
