@@ -17,6 +17,7 @@ from cairn.auth.ext_authz import (
     exact_paths,
 )
 from cairn.auth.grpc_api import AccountApi, AuthApi, InternalServices, LoginApi, TokenApi
+from cairn.auth.ledger_jwt import ledger_route
 from cairn.auth.login import LoginService
 from cairn.auth.service import AccountService, Authenticator, TokenService, UsageService
 from cairn.auth.settings import AuthSettings
@@ -50,6 +51,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         routes=[
             (exact_paths(*LOGIN_BOOTSTRAP_PATHS), PublicAuthorizer()),
             (exact_paths(*INTERNAL_PATHS), InternalOnlyAuthorizer()),
+            ledger_route(settings.internal_secret),
         ],
     )
 
