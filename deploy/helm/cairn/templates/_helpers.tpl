@@ -1,0 +1,198 @@
+{{/*
+Names. The full name is cut to 52 characters so that "<fullname>-component" (the longest
+suffix) still fits the 63-character limit of a DNS label.
+*/}}
+{{- define "cairn.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "cairn.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cairn.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object; pass (dict "ctx" $ "component" "auth"). */}}
+{{- define "cairn.labels" -}}
+helm.sh/chart: {{ include "cairn.chart" .ctx }}
+{{ include "cairn.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: cairn
+{{- end -}}
+
+{{- define "cairn.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cairn.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Selects every pod of this release (network policies). */}}
+{{- define "cairn.releaseSelector" -}}
+app.kubernetes.io/name: {{ include "cairn.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "cairn.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "cairn.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "cairn.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The gRPC service name each service's health servicer reports (cairn.runtime.server). */}}
+{{- define "cairn.grpcServiceName" -}}
+{{- printf "cairn.%s.v1.%sService" . (title .) -}}
+{{- end -}}
+
+{{/* host:port of a service's headless Service; pass (dict "ctx" $ "service" "auth"). */}}
+{{- define "cairn.serviceAddress" -}}
+{{- $svc := index .ctx.Values.services .service -}}
+{{- printf "%s-%s:%d" (include "cairn.fullname" .ctx) .service (int $svc.port) -}}
+{{- end -}}
+
+{{/* "address=grpc.service.Name" for every service, space-separated (the helm test Pod). */}}
+{{- define "cairn.testTargets" -}}
+{{- $pairs := list -}}
+{{- range $name, $svc := .Values.services -}}
+{{- $address := include "cairn.serviceAddress" (dict "ctx" $ "service" $name) -}}
+{{- $pairs = append $pairs (printf "%s=%s" $address (include "cairn.grpcServiceName" $name)) -}}
+{{- end -}}
+{{- join " " $pairs -}}
+{{- end -}}
+
+{{/* The Secret holding the root token and internal secret. */}}
+{{- define "cairn.secretName" -}}
+{{- default (include "cairn.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* The Secret and key of the Redis URL. */}}
+{{- define "cairn.redisUrlSecretName" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret -}}
+{{- .Values.externalRedis.existingSecret -}}
+{{- else -}}
+{{- include "cairn.fullname" . -}}-store
+{{- end -}}
+{{- end -}}
+
+{{- define "cairn.redisUrlSecretKey" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret -}}
+{{- .Values.externalRedis.existingSecretKey -}}
+{{- else -}}
+redis-url
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the S3 access and secret key, with the two key names. */}}
+{{- define "cairn.s3SecretName" -}}
+{{- if and (not .Values.minio.enabled) .Values.externalS3.existingSecret -}}
+{{- .Values.externalS3.existingSecret -}}
+{{- else -}}
+{{- include "cairn.fullname" . -}}-store
+{{- end -}}
+{{- end -}}
+
+{{- define "cairn.s3AccessKeyKey" -}}
+{{- if and (not .Values.minio.enabled) .Values.externalS3.existingSecret -}}
+{{- .Values.externalS3.accessKeyKey -}}
+{{- else -}}
+s3-access-key
+{{- end -}}
+{{- end -}}
+
+{{- define "cairn.s3SecretKeyKey" -}}
+{{- if and (not .Values.minio.enabled) .Values.externalS3.existingSecret -}}
+{{- .Values.externalS3.secretKeyKey -}}
+{{- else -}}
+s3-secret-key
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart's "-store" Secret has an S3 key pair to hand out. */}}
+{{- define "cairn.s3HasCredentials" -}}
+{{- if or .Values.minio.enabled .Values.externalS3.existingSecret .Values.externalS3.accessKey -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+Settings the values cannot express in the schema alone; rendering stops with a message that
+names the value to fix.
+*/}}
+{{- define "cairn.validate" -}}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 .Values.shutdownGraceSeconds) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than shutdownGraceSeconds (%v): Kubernetes would kill services while they drain" .Values.terminationGracePeriodSeconds .Values.shutdownGraceSeconds) -}}
+{{- end -}}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) -}}
+{{- fail "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" -}}
+{{- end -}}
+{{- if and (not .Values.minio.enabled) (not .Values.externalS3.endpoint) -}}
+{{- fail "minio.enabled is false: set externalS3.endpoint" -}}
+{{- end -}}
+{{- if and (not .Values.minio.enabled) (not .Values.externalS3.existingSecret) (ne (empty .Values.externalS3.accessKey) (empty .Values.externalS3.secretKey)) -}}
+{{- fail "externalS3: set both accessKey and secretKey, or neither (or use externalS3.existingSecret)" -}}
+{{- end -}}
+{{- $ports := dict -}}
+{{- range $name, $svc := .Values.services -}}
+{{- $_ := set $ports (toString $svc.port) $name -}}
+{{- end -}}
+{{- if ne (len $ports) (len .Values.services) -}}
+{{- fail "services.*.port: every service needs its own port" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Secret environment of a service container; pass (dict "ctx" $ "blobs" true) for the services that
+store blobs (only they get the S3 keys). Everything else comes from the shared ConfigMap.
+*/}}
+{{- define "cairn.env" -}}
+{{- $ := .ctx -}}
+- name: CAIRN_ROOT_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cairn.secretName" $ }}
+      key: {{ $.Values.secrets.rootTokenKey }}
+- name: CAIRN_INTERNAL_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cairn.secretName" $ }}
+      key: {{ $.Values.secrets.internalSecretKey }}
+- name: CAIRN_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cairn.redisUrlSecretName" $ }}
+      key: {{ include "cairn.redisUrlSecretKey" $ }}
+{{- if and .blobs (include "cairn.s3HasCredentials" $) }}
+- name: CAIRN_S3_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cairn.s3SecretName" $ }}
+      key: {{ include "cairn.s3AccessKeyKey" $ }}
+- name: CAIRN_S3_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cairn.s3SecretName" $ }}
+      key: {{ include "cairn.s3SecretKeyKey" $ }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod annotations that roll the pods when their configuration or generated secrets change. */}}
+{{- define "cairn.checksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end -}}
