@@ -58,8 +58,11 @@ ComponentType = Literal["Durable", "Ephemeral"]
 DEFAULT_PERMISSIONS: FilePermissions = "read-only"
 MALFORMED_ARCHIVE = "Malformed component archive error: "
 
-# The form fields of the component endpoints: small JSON/text values, and streamed binaries.
-TEXT_PARTS = frozenset({"query", "name", "componentType", "filesPermissions"})
+# The form fields of the component endpoints: small JSON/text values (the last three are Golem's
+# 2025 additions), and streamed binaries (`template` is the 2023 Template API's).
+TEXT_PARTS = frozenset(
+    {"query", "name", "componentType", "filesPermissions", "dynamicLinking", "env", "agentTypes"}
+)
 BINARY_PARTS = frozenset({"component", "files", "template"})
 
 DEFAULT_MAX_TEXT_PART_SIZE = 64 * 1024
