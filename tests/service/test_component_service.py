@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -63,10 +63,10 @@ class Env:
     def channel(self) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(f"127.0.0.1:{self.component.port}")
 
-    def components(self) -> pb_grpc.ComponentServiceStub:
+    def components(self) -> pb_grpc.ComponentServiceAsyncStub:
         return pb_grpc.ComponentServiceStub(self.channel)
 
-    def templates(self) -> template_grpc.TemplateServiceStub:
+    def templates(self) -> template_grpc.TemplateServiceAsyncStub:
         return template_grpc.TemplateServiceStub(self.channel)
 
     def wasm(self, name: str) -> bytes:
@@ -211,7 +211,8 @@ async def rest_error(call: Any) -> tuple[int, dict[str, Any]]:
     """The REST status and body a failed call carries for Envoy's shaper."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
-    trailers = dict(caught.value.trailing_metadata() or ())
+    # grpc.aio hands back (key, value) tuples, whatever its stubs say.
+    trailers: dict[str, Any] = dict(cast(Any, caught.value.trailing_metadata() or ()))
     return int(trailers["x-http-status"]), json.loads(trailers["x-http-body"])
 
 
@@ -615,12 +616,12 @@ async def test_events_are_published_for_creation_and_new_versions(env: Env) -> N
     upload = [pb.UploadComponentRequest(component_id=created.component_id)]
     upload += [pb.UploadComponentRequest(chunk=c) for c in chunks(env.wasm("rust-echo.wasm"))]
     await env.components().UploadComponent(iter(upload), metadata=grpc_md())
-    events = []
+    events: list[dict[str, Any]] = []
     while len(events) < 2:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
         assert message is not None, "expected two events"
         events.append(json.loads(message["data"]))
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert [(e["type"], e["reason"], e["version"]) for e in events] == [
         ("ComponentCreated", "create", 0), ("ComponentVersionCreated", "upload", 1)
     ]
@@ -672,10 +673,9 @@ async def test_template_api_shapes(env: Env) -> None:
     assert await rest_error(env.templates().GetLatestTemplateVersion(
         pb.GetLatestComponentRequest(component_id=str(uuid.uuid4())), metadata=rest_md()
     )) == (404, {"message": "Component not found"})
-    status, body = await rest_error(env.templates().CreateTemplate(
+    assert await rest_error(env.templates().CreateTemplate(
         iter(create_rest_requests(body)), metadata=rest_md()
-    ))
-    assert (status, body) == (409, {"component_id": template_id})
+    )) == (409, {"component_id": template_id})
     listed = await env.templates().ListTemplates(
         template_pb.ListTemplatesRequest(template_name="tpl"), metadata=rest_md()
     )
