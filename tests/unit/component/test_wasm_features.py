@@ -298,3 +298,71 @@ def test_each_import_of_an_instance_type_has_its_own_resources() -> None:
     one, two = exports_to_json(analyse_component(data))
     assert one["functions"][0]["results"][0]["typ"]["resource_id"] == 0
     assert two["functions"][0]["results"][0]["typ"]["resource_id"] == 1
+
+
+def test_every_canon_builtin_is_skipped_and_only_lifts_define_functions() -> None:
+    """Each builtin's immediates are consumed (as wasm-tools 1.262 encodes them: `wasm-tools
+    print` reads this very binary); a lift after them still defines the function."""
+    no_options = b"\x00"
+    builtins = [
+        b"\x02\x00",  # resource.new 0
+        b"\x03\x00",  # resource.drop 0
+        b"\x04\x00",  # resource.rep 0
+        b"\x24",  # backpressure.inc
+        b"\x25",  # backpressure.dec
+        b"\x09\x00\x79\x02\x00\x03\x00",  # task.return (result u32) utf8 (memory 0)
+        b"\x05",  # task.cancel
+        b"\x0a\x7f\x00",  # context.get i32 0
+        b"\x0b\x7f\x01",  # context.set i32 1
+        b"\x06\x01",  # subtask.cancel async
+        b"\x0d",  # subtask.drop
+        b"\x0e\x01",  # stream.new 1
+        b"\x0f\x01\x01\x06",  # stream.read 1 async
+        b"\x10\x01" + no_options,  # stream.write 1
+        b"\x11\x01\x00",  # stream.cancel-read 1
+        b"\x12\x01\x01",  # stream.cancel-write 1 async
+        b"\x13\x01",  # stream.drop-readable 1
+        b"\x14\x01",  # stream.drop-writable 1
+        b"\x15\x03",  # future.new 3
+        b"\x16\x03" + no_options,  # future.read 3
+        b"\x17\x03\x01\x03\x00",  # future.write 3 (memory 0)
+        b"\x18\x03\x00",  # future.cancel-read 3
+        b"\x19\x03\x01",  # future.cancel-write 3 async
+        b"\x1a\x03",  # future.drop-readable 3
+        b"\x1b\x03",  # future.drop-writable 3
+        b"\x1c" + no_options,  # error-context.new
+        b"\x1d\x01\x03\x00",  # error-context.debug-message (memory 0)
+        b"\x1e",  # error-context.drop
+        b"\x1f",  # waitable-set.new
+        b"\x20\x00\x00",  # waitable-set.wait (memory 0)
+        b"\x21\x00\x00",  # waitable-set.poll (memory 0)
+        b"\x22",  # waitable-set.drop
+        b"\x23",  # waitable.join
+        b"\x26",  # thread.index
+        b"\x27\x00\x00",  # thread.new-indirect type 0 table 0
+        b"\x28",  # thread.resume-later
+        b"\x29\x00",  # thread.suspend
+        b"\x0c\x00",  # thread.yield
+        b"\x2a\x00",  # thread.suspend-then-resume
+        b"\x2b\x00",  # thread.yield-then-resume
+        b"\x2c\x00",  # thread.suspend-then-promote
+        b"\x2d\x00",  # thread.yield-then-promote
+        b"\x40\x00",  # thread.spawn-ref type 0
+        b"\x41\x00\x00",  # thread.spawn-indirect type 0 table 0
+        b"\x42",  # thread.available-parallelism
+        b"\x01\x00\x00" + no_options,  # lower func 0
+        b"\x00\x00\x00\x02\x06\x07\x00\x02",  # lift core func 0 async (callback 0) type 2
+    ]
+    data = wb.component(
+        wb.types(
+            wb.resource(),  # 0
+            b"\x66\x01\x7d",  # 1: stream<u8>
+            wb.func([("x", "u32")], "u32"),  # 2
+            b"\x65\x00",  # 3: future
+        ),
+        wb.section(8, wb.vec(builtins)),
+        wb.exports(wb.export_func("f", 0)),
+    )
+    (function,) = analyse_component(data).exports
+    assert isinstance(function, ExportedFunction)
+    assert wit_signature(function) == "f: func(x: u32) -> u32"

@@ -33,8 +33,12 @@ from cairn.component.wasm import (
     wit_type,
 )
 
-FUNCTION_LINE = re.compile(r"^(?P<name>%?[\w-]+): (?P<static>static )?func\((?P<rest>.*);$")
-WORLD_FUNCTION_LINE = re.compile(r"^export (?P<name>%?[\w-]+): func\((?P<rest>.*);$")
+# `async func` is compared as `func`: the metadata model has no async flag.
+FUNCTION_LINE = re.compile(
+    r"^(?P<name>%?[\w-]+): (?P<static>static )?(?:async )?func\((?P<rest>.*);$"
+)
+WORLD_FUNCTION_LINE = re.compile(r"^export (?P<name>%?[\w-]+): (?:async )?func\((?P<rest>.*);$")
+ALIAS_LINE = re.compile(r"^type (?P<name>%?[\w-]+) = (?P<target>%?[\w-]+);$")
 BLOCK_START = re.compile(r"^(?P<kind>record|variant|enum|flags) (?P<name>%?[\w-]+) \{$")
 
 
@@ -52,6 +56,18 @@ class WitDocument:
     interface_functions: dict[str, list[str]] = field(default_factory=dict)
     # definitions by type name, from every interface and the world (a name may repeat)
     definitions: dict[str, set[str]] = field(default_factory=dict)
+    # `type a = b;` aliases by name (a name may repeat)
+    aliases: dict[str, set[str]] = field(default_factory=dict)
+
+    def definitions_of(self, name: str, depth: int = 0) -> set[str]:
+        """The definitions `name` may stand for, following aliases (`type a = b;`)."""
+        found = set(self.definitions.get(name, set()))
+        if depth < 10:
+            for target in self.aliases.get(name, set()):
+                for definition in self.definitions_of(target, depth + 1):
+                    kind, _, rest = definition.split(" ", 2)
+                    found.add(f"{kind} {name} {rest}")
+        return found
 
 
 def parse_wit(text: str) -> WitDocument:
@@ -85,6 +101,10 @@ def parse_wit(text: str) -> WitDocument:
             document.interface_functions.setdefault(interface, [])
         elif line.startswith("resource ") and line.endswith("{"):
             scope.append(("resource", unescape(line.split()[1])))
+        elif (match := ALIAS_LINE.match(line)) is not None:
+            document.aliases.setdefault(unescape(match["name"]), set()).add(
+                unescape(match["target"])
+            )
         elif (match := BLOCK_START.match(line)) is not None:
             block = []
             block_header = f"{match['kind']} {match['name']}"
@@ -200,7 +220,7 @@ def mismatches(wasm: Path, oracle: WitDocument) -> list[str]:
             problems.append(f"{instance.name}: ours-only {ours - theirs}, wit-only {theirs - ours}")
         used_functions.extend(instance.functions)
     for type_name, rendered in function_definitions(used_functions).items():
-        if rendered not in oracle.definitions.get(type_name, set()):
+        if rendered not in oracle.definitions_of(type_name):
             problems.append(f"type {type_name}: {rendered}")
     return [f"{wasm.name}: {problem}" for problem in problems]
 
@@ -268,3 +288,48 @@ package golem:it@1.2.3 {
         "total: func() -> u32",
     ]
     assert document.definitions["item"] == {"record item { type: string }"}
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_generated_kitchen_sink_component_matches_wasm_tools_wit() -> None:
+    """Static functions, own/borrow, shared resources, flags, enums, aliases, world types."""
+    wasm = DATA / "kitchen.wasm"
+    oracle = parse_wit((DATA / "kitchen.wasm-tools.wit").read_text())
+    assert mismatches(wasm, oracle) == []
+    assert sum(len(functions) for functions in oracle.interface_functions.values()) == 13
+    assert oracle.world_functions == [
+        "top: func(x: list<u8>) -> string",
+        "use-local: func(r: local-rec) -> local-rec",
+    ]
+
+
+def test_generated_kitchen_sink_resources_keep_their_identity_across_interfaces() -> None:
+    metadata = analyse_component((DATA / "kitchen.wasm").read_bytes())
+    instances = {e.name: e for e in metadata.exports if isinstance(e, ExportedInstance)}
+    merge = instances["test:kitchen/types@0.3.1"].functions[2]
+    take = instances["test:kitchen/other@0.3.1"].functions[0]
+    open_ = instances["test:kitchen/api@0.3.1"].functions[1]
+    blob = merge.results[0].typ
+    assert wit_signature(merge) == "[static]blob.merge: func(a: borrow<blob>, b: blob) -> blob"
+    assert take.parameters[0].typ == blob
+    assert isinstance(open_.results[0].typ, ResultType)
+    assert open_.results[0].typ.ok == blob
+    assert open_.parameters[0].typ != blob  # the session resource
+
+
+def test_generated_async_component_skips_the_interface_using_streams() -> None:
+    wasm = DATA / "asyncy.wasm"
+    oracle = parse_wit((DATA / "asyncy.wasm-tools.wit").read_text())
+    metadata = analyse_component(wasm.read_bytes())
+    assert [e.name for e in metadata.exports] == ["test:asyncy/plain"]
+    assert metadata.warnings == (
+        "export 'test:asyncy/streams' was skipped: it uses the type 'stream', "
+        "which component metadata cannot represent",
+    )
+    (plain,) = metadata.exports
+    assert isinstance(plain, ExportedInstance)
+    assert sorted(wit_signature(f) for f in plain.functions) == sorted(
+        oracle.interface_functions["test:asyncy/plain"]
+    )
