@@ -1,6 +1,7 @@
 """The component service over real gRPC sockets, with the real project service, Redis and a disk
 blob store: typed gRPC and REST-shaped replies, versions, uploads that fail or are cut short,
-size limits, plugins, access, events and the Template API alias.
+size limits, plugins, access, events, the Template API alias, and the metadata stored for every
+Golem fixture.
 
 Callers present a signed principal (as Envoy's ext_authz would), so no auth service is needed.
 """
@@ -11,6 +12,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -45,7 +47,7 @@ from cairn.runtime.rest import REST_MARKER
 from cairn.runtime.server import RunningServer, start_server
 
 SECRET = "component-test-secret"
-SIZE_LIMIT = 1_000_000  # above every fixture used here, below the oversized upload
+SIZE_LIMIT = 3_000_000  # above every fixture (the largest is 2.3 MB), below the oversized upload
 CHUNK = 64 * 1024
 BOUNDARY = "cairn-test-boundary-7f3a"
 
@@ -393,8 +395,6 @@ async def test_invalid_binaries_are_400_and_leave_nothing_behind(env: Env, fixtu
     created = await create_cart(env)
     blobs_before = env.blobs()
     bad = env.wasm(fixture)
-    if len(bad) > SIZE_LIMIT:  # the old-encoding fixture is 2.2 MB; keep it under the limit
-        bad = bad[:SIZE_LIMIT]
     status, body = await rest_error(
         env.components().CreateComponent(iter(native_create("bad", bad)), metadata=grpc_md())
     )
@@ -411,27 +411,16 @@ async def test_invalid_binaries_are_400_and_leave_nothing_behind(env: Env, fixtu
     assert [(c.component_name, c.version) for c in listed.components] == [("shopping-cart", 0)]
 
 
-async def test_full_old_encoding_fixture_is_rejected_with_the_binary_version(env: Env) -> None:
-    # Unit-level check of the exact reason on the whole 2.2 MB negative fixture.
-    from cairn.component.service import _analyse_file
-    from cairn.runtime.errors import InvalidRequest
-
-    path = env.fixtures / "golem" / "wasm" / "negative_old-component-encoding-0x0c.wasm"
-    with pytest.raises(InvalidRequest) as caught:
-        _analyse_file(path)
-    assert "Parsing error" in caught.value.message
-
-
 async def test_oversized_upload_is_403_limit_and_stores_nothing(env: Env) -> None:
     created = await create_cart(env)
     blobs_before = env.blobs()
-    oversized = env.wasm("wasmast_shopping-cart.wasm") * 3  # 1.29 MB > 1 MB limit
+    oversized = env.wasm("wasmast_shopping-cart.wasm") * 8  # 3.4 MB > 3 MB limit
     status, body = await rest_error(
         env.components().CreateComponent(iter(native_create("big", oversized)),
                                          metadata=grpc_md())
     )
     assert status == 403 and "limit" in body["error"]
-    assert body == {"error": "Component size limit exceeded (limit: 1MB)"}
+    assert body == {"error": "Component size limit exceeded (limit: 3MB)"}
     raw = [pb.UploadComponentRequest(component_id=created.component_id, rest=rest) if i == 0
            else pb.UploadComponentRequest(rest=rest)
            for i, (_, rest) in enumerate(rest_stream(oversized, "application/octet-stream"))]
@@ -680,3 +669,138 @@ async def test_template_api_shapes(env: Env) -> None:
         template_pb.ListTemplatesRequest(template_name="tpl"), metadata=rest_md()
     )
     assert [t["templateName"]["value"] for t in json.loads(listed.rest.data)] == ["tpl"]
+
+
+# -- metadata of every fixture, read back through the API ----------------------------------
+# wasmast_* binaries: stored exports, memories and producers equal Golem's expectations
+# (exports-json-2024-12) plus the [drop] functions Golem's REST layer adds; every other valid
+# binary: exported interfaces and functions agree with `wasm-tools component wit`.
+
+EXPECTED_2024 = "golem/expected/exports-json-2024-12"
+WIT = "golem/expected/wasm-tools-wit"
+
+
+def fixtures(shared: Path, *, prefix: str | None = None) -> list[str]:
+    names = sorted(p.name for p in (shared / "golem" / "wasm").glob("*.wasm"))
+    valid = [n for n in names if not n.startswith("negative_")]
+    if prefix is None:
+        return valid
+    return [n for n in valid if n.startswith(prefix)]
+
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+WASMAST = fixtures(SHARED, prefix="wasmast_") if SHARED.is_dir() else []
+ALL_VALID = fixtures(SHARED) if SHARED.is_dir() else []
+
+
+def with_drops(exports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Golem's REST shape: `[drop]<r>(self: own<r>)` right after each `[constructor]<r>`."""
+
+    def functions(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for function in items:
+            out.append(function)
+            if function["name"].startswith("[constructor]"):
+                out.append({
+                    "name": "[drop]" + function["name"].removeprefix("[constructor]"),
+                    "parameters": [{"name": "self", "typ": function["results"][0]["typ"]}],
+                    "results": [],
+                })
+        return out
+
+    result: list[dict[str, Any]] = []
+    for export in exports:
+        if export["type"] == "Instance":
+            result.append({**export, "functions": functions(export["functions"])})
+        else:
+            result.extend({"type": "Function", **f} for f in functions(
+                [{k: v for k, v in export.items() if k != "type"}]
+            ))
+    return result
+
+
+async def stored_metadata(env: Env, fixture: str) -> dict[str, Any]:
+    body = multipart([
+        ("query", json.dumps({"componentName": fixture}).encode(), None),
+        ("component", env.wasm(fixture), fixture),
+    ])
+    created = await env.components().CreateComponent(
+        iter(create_rest_requests(body)), metadata=rest_md()
+    )
+    component_id = json.loads(created.rest.data)["versionedComponentId"]["componentId"]
+    latest = await env.components().GetLatestComponent(
+        pb.GetLatestComponentRequest(component_id=component_id), metadata=rest_md()
+    )
+    metadata: dict[str, Any] = json.loads(latest.rest.data)["metadata"]
+    return metadata
+
+
+@pytest.mark.parametrize("fixture", WASMAST)
+async def test_wasmast_metadata_equals_golems_expectations(
+    env: Env, shared_fixtures: Path, fixture: str
+) -> None:
+    metadata = await stored_metadata(env, fixture)
+    stem = fixture.removeprefix("wasmast_").removesuffix(".wasm")
+    expected_dir = shared_fixtures / EXPECTED_2024
+    exports_file = expected_dir / f"{stem}.exports.json"
+    if exports_file.exists():
+        assert metadata["exports"] == with_drops(json.loads(exports_file.read_text()))
+    else:
+        # wasmast_caller has no 2024 expectation: its world-level functions must still be there.
+        assert [e["type"] for e in metadata["exports"]] == ["Function"] * len(metadata["exports"])
+        assert metadata["exports"]
+    for part in ("memories", "producers"):
+        expected_file = expected_dir / f"{stem}.{part}.json"
+        if expected_file.exists():
+            assert metadata[part] == json.loads(expected_file.read_text())
+
+
+def wit_world_exports(text: str) -> set[str]:
+    world = text.split("world ", 1)[1].split("\n}", 1)[0]
+    return {
+        m.group(1) for m in re.finditer(r"^\s*export (\S+?)(?:;|: )", world, re.MULTILINE)
+    }
+
+
+def wit_function_present(text: str, name: str) -> bool:
+    """Whether the WIT declares the function a component-model export name refers to."""
+    if name.startswith("[constructor]"):
+        return "constructor(" in text
+    plain = re.sub(r"^\[(method|static)\][^.]+\.", "", name)
+    return re.search(rf"(^|\s){re.escape(plain)}: (static )?func", text, re.MULTILINE) is not None
+
+
+@pytest.mark.parametrize("fixture", ALL_VALID)
+async def test_exports_agree_with_wasm_tools_wit(
+    env: Env, shared_fixtures: Path, fixture: str
+) -> None:
+    metadata = await stored_metadata(env, fixture)
+    wit = (shared_fixtures / WIT / fixture.replace(".wasm", ".wit")).read_text()
+    assert {e["name"] for e in metadata["exports"]} == wit_world_exports(wit)
+    functions = [
+        f["name"]
+        for e in metadata["exports"]
+        for f in (e["functions"] if e["type"] == "Instance" else [e])
+        if not f["name"].startswith("[drop]")
+    ]
+    assert functions, "every fixture exports at least one function"
+    missing = [name for name in functions if not wit_function_present(wit, name)]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "fixture", ["negative_core-module_moonbit-release.wasm",
+                "negative_old-component-encoding-0x0c.wasm"]
+)
+async def test_negative_fixtures_are_rejected_through_rest(env: Env, fixture: str) -> None:
+    body = multipart([
+        ("query", b'{"componentName":"negative"}', None),
+        ("component", env.wasm(fixture), fixture),
+    ])
+    status, error = await rest_error(env.components().CreateComponent(
+        iter(create_rest_requests(body)), metadata=rest_md()
+    ))
+    assert status == 400 and error["errors"][0].startswith("Parsing error: ")
+    listed = await env.components().ListComponents(pb.ListComponentsRequest(), metadata=rest_md())
+    assert listed.rest.data == b"[]"
+    assert env.blobs() == []
