@@ -337,13 +337,8 @@ class Decoder:
         if tag == 0x01:
             return ("func", r.u32())
         if tag == 0x02:
-            bound = r.u8()
-            if bound == 0x00:
-                r.u32()
-            elif bound == 0x01:
-                self.valtype()
-            else:
-                r.fail(f"invalid value bound 0x{bound:x}", offset)
+            # A value's type, as wasm-tools 1.262 encodes it (Binary.md's `valuebound` is newer).
+            self.valtype()
             return ("value",)
         if tag == 0x03:
             bound = r.u8()
@@ -557,10 +552,7 @@ class Decoder:
             for _ in range(r.u32()):
                 label = r.name()
                 payload = self.optional_valtype()
-                refines = r.u8()
-                if refines == 0x01:  # legacy `refines` clause: a case index we do not need
-                    r.u32()
-                elif refines != 0x00:
+                if r.u8() != 0x00:  # the `refines` clause of early drafts is gone
                     r.fail("invalid variant case terminator", r.pos - 1)
                 cases.append((label, payload))
             return ("variant", cases)
