@@ -233,3 +233,10 @@ def test_message_property_is_the_client_message() -> None:
     error = rejection(b"")
     assert error.message == str(error) == error.args[0]
     assert isinstance(error, ValueError)
+
+
+def test_invalid_component_can_be_raised_with_a_message() -> None:
+    error = InvalidComponent("Analysis error: the component has no exports")
+    assert error.message == str(error) == "Analysis error: the component has no exports"
+    assert error.kind == "Analysis"
+    assert error.offset is None

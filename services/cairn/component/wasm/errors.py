@@ -13,26 +13,31 @@ ErrorKind = Literal["Parsing", "Analysis"]
 
 
 class InvalidComponent(ValueError):
-    """The uploaded bytes are not a component whose metadata we can extract."""
+    """The uploaded bytes are not a component whose metadata we can extract.
 
-    def __init__(self, kind: ErrorKind, reason: str, offset: int | None = None) -> None:
-        self.kind: ErrorKind = kind
-        self.reason = reason
+    `message` is the client-facing text, e.g. "Parsing error: unexpected end of input (at
+    offset 0x1a)"; `offset` is the byte offset the problem was found at, when known.
+    """
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
         self.offset = offset
-        where = f" (at offset 0x{offset:x})" if offset is not None else ""
-        super().__init__(f"{kind} error: {reason}{where}")
 
     @property
-    def message(self) -> str:
-        """The client-facing message, e.g. "Parsing error: unexpected end of input (at ...)"."""
-        return str(self)
+    def kind(self) -> ErrorKind:
+        return "Parsing" if self.message.startswith("Parsing error: ") else "Analysis"
+
+
+def _with_offset(reason: str, offset: int | None) -> str:
+    return reason if offset is None else f"{reason} (at offset 0x{offset:x})"
 
 
 def parsing_error(reason: str, offset: int | None = None) -> InvalidComponent:
     """A structural (binary format) error."""
-    return InvalidComponent("Parsing", reason, offset)
+    return InvalidComponent("Parsing error: " + _with_offset(reason, offset), offset=offset)
 
 
 def analysis_error(reason: str, offset: int | None = None) -> InvalidComponent:
     """A semantic error: indices, sorts or types that do not fit together."""
-    return InvalidComponent("Analysis", reason, offset)
+    return InvalidComponent("Analysis error: " + _with_offset(reason, offset), offset=offset)
