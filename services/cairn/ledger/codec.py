@@ -18,7 +18,7 @@ import itertools
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from cairn.ledger.lf.ast import (
@@ -48,6 +48,7 @@ _PARTY_RE = re.compile(r"[a-zA-Z0-9:\-_ ]+")
 _EPOCH_DATE = date(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICRO = timedelta(microseconds=1)
+_WIDE = Context(prec=200)
 MAX_NESTING = 100
 
 
@@ -403,7 +404,7 @@ def decode_numeric(data: Any, scale: int) -> Decimal:
             result = value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_EVEN)
     except InvalidOperation:
         raise CodecError(f"Numeric out of range for scale {scale}: {_describe(data)}") from None
-    if abs(result.scaleb(scale)) >= 10**38:
+    if result.scaleb(scale, _WIDE).copy_abs() >= 10**38:
         raise CodecError(f"Numeric out of range for scale {scale} (at most {38 - scale} integer "
                          f"digits): {_describe(data)}")
     return result

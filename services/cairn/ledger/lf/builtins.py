@@ -40,6 +40,7 @@ DATE_MIN = -719162  # 0001-01-01
 DATE_MAX = 2932896  # 9999-12-31
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CONTEXT = Context(prec=200)
+_BIG = Context(prec=1 << 17)
 _PARTY_RE = re.compile(r"[a-zA-Z0-9:\-_ ]{1,255}")
 _INT_RE = re.compile(r"[+-]?\d+")
 _NUMERIC_TEXT_RE = re.compile(r"[+-]?\d+(\.\d+)?")
@@ -117,13 +118,13 @@ def numeric(name: str, scale: int, value: Decimal, *args: Any) -> Decimal:
     """Round `value` half-even to `scale` and check the 38-digit bound."""
     with localcontext(_CONTEXT):
         result = value.quantize(_quantum(scale), rounding=ROUND_HALF_EVEN)
-    if abs(result.scaleb(scale)) >= NUMERIC_MAX_UNSCALED:
+    if result.scaleb(scale, _CONTEXT).copy_abs() >= NUMERIC_MAX_UNSCALED:
         raise _fail(name, *args)
     return result
 
 
 def _unscaled(value: Decimal, scale: int) -> int:
-    return int(value.scaleb(scale))
+    return int(value.scaleb(scale, _CONTEXT))
 
 
 def _div_round_half_even(numerator: int, denominator: int) -> int:
@@ -139,7 +140,7 @@ def _div_round_half_even(numerator: int, denominator: int) -> int:
 def _from_unscaled(name: str, unscaled: int, scale: int, *args: Any) -> Decimal:
     if abs(unscaled) >= NUMERIC_MAX_UNSCALED:
         raise _fail(name, *args)
-    return Decimal(unscaled).scaleb(-scale)
+    return Decimal(unscaled).scaleb(-scale, _CONTEXT)
 
 
 def add_numeric(n: int, a: Decimal, b: Decimal) -> Decimal:
@@ -196,7 +197,7 @@ def shift_numeric(n1: int, n2: int, x: Decimal) -> Decimal:
 
 
 def numeric_to_text(n: int, x: Decimal) -> str:
-    text = format(x.quantize(_quantum(n)) if n else x.quantize(Decimal(1)), "f")
+    text = format(x.quantize(_quantum(n), context=_CONTEXT), "f")
     return text if "." in text else text + "."
 
 
@@ -206,7 +207,7 @@ def text_to_numeric(n: int, text: str) -> Any:
     with localcontext(_CONTEXT):
         value = Decimal(text)
         result = value.quantize(_quantum(n))
-        if result != value or abs(result.scaleb(n)) >= NUMERIC_MAX_UNSCALED:
+        if result != value or result.scaleb(n, _CONTEXT).copy_abs() >= NUMERIC_MAX_UNSCALED:
             return None
     return Some(result)
 
@@ -227,7 +228,7 @@ BIGNUMERIC_MAX_SCALE = 1 << 15
 
 
 def _big(name: str, value: Decimal, *args: Any) -> Decimal:
-    value = value.normalize(_CONTEXT) if value else Decimal(0)
+    value = value.normalize(_BIG) if value else Decimal(0)
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
     digits = len(value.as_tuple().digits)
@@ -237,31 +238,31 @@ def _big(name: str, value: Decimal, *args: Any) -> Decimal:
 
 
 def scale_bignumeric(x: Decimal) -> int:
-    exponent = x.normalize(_CONTEXT).as_tuple().exponent if x else 0
+    exponent = x.normalize(_BIG).as_tuple().exponent if x else 0
     assert isinstance(exponent, int)
     return -exponent
 
 
 def precision_bignumeric(x: Decimal) -> int:
-    return len(x.normalize(_CONTEXT).as_tuple().digits) if x else 0
+    return len(x.normalize(_BIG).as_tuple().digits) if x else 0
 
 
 def add_bignumeric(a: Decimal, b: Decimal) -> Decimal:
-    return _big("ADD_BIGNUMERIC", Context(prec=1 << 17).add(a, b), a, b)
+    return _big("ADD_BIGNUMERIC", _BIG.add(a, b), a, b)
 
 
 def sub_bignumeric(a: Decimal, b: Decimal) -> Decimal:
-    return _big("SUB_BIGNUMERIC", Context(prec=1 << 17).subtract(a, b), a, b)
+    return _big("SUB_BIGNUMERIC", _BIG.subtract(a, b), a, b)
 
 
 def mul_bignumeric(a: Decimal, b: Decimal) -> Decimal:
-    return _big("MUL_BIGNUMERIC", Context(prec=1 << 17).multiply(a, b), a, b)
+    return _big("MUL_BIGNUMERIC", _BIG.multiply(a, b), a, b)
 
 
 def div_bignumeric(scale: int, mode: int, a: Decimal, b: Decimal) -> Decimal:
     if b == 0:
         raise _fail("DIV_BIGNUMERIC", scale, mode, a, b)
-    context = Context(prec=1 << 17)
+    context = _BIG
     exact = context.divide(a, b)
     rounding = _ROUNDING[mode]
     if rounding is None:  # UNNECESSARY: the division must be exact at that scale
@@ -274,7 +275,7 @@ def div_bignumeric(scale: int, mode: int, a: Decimal, b: Decimal) -> Decimal:
 
 
 def shift_right_bignumeric(shift: int, x: Decimal) -> Decimal:
-    return _big("SHIFT_RIGHT_BIGNUMERIC", x.scaleb(-shift), shift, x)
+    return _big("SHIFT_RIGHT_BIGNUMERIC", x.scaleb(-shift, _BIG), shift, x)
 
 
 def bignumeric_to_numeric(n: int, x: Decimal) -> Decimal:
@@ -286,7 +287,7 @@ def bignumeric_to_numeric(n: int, x: Decimal) -> Decimal:
 
 
 def numeric_to_bignumeric(n: int, x: Decimal) -> Decimal:
-    return x.normalize(_CONTEXT) if x else Decimal(0)
+    return x.normalize(_BIG) if x else Decimal(0)
 
 
 def bignumeric_to_text(x: Decimal) -> str:

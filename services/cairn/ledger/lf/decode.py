@@ -8,7 +8,7 @@ thousands of standard-library values and a typical command touches a few hundred
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from cairn.ledger.lf import ast as A
@@ -21,7 +21,7 @@ class DecodeError(ValueError):
     """The package is not valid DAML-LF (or uses a construct this engine does not support)."""
 
 
-_EMPTY: frozenset[str] = frozenset()
+_WIDE = Context(prec=200)
 _NO_NATS: frozenset[str] = frozenset()
 
 
@@ -387,7 +387,7 @@ class PackageDecoder:
         if which == 10:
             return Decimal(self._str(msg.uint(10)))
         if which == 2:
-            return Decimal(msg.string(2)).quantize(Decimal(1).scaleb(-10))
+            return Decimal(msg.string(2)).quantize(Decimal(1).scaleb(-10), context=_WIDE)
         if which == 11:
             return self._str(msg.uint(11))
         if which == 4:

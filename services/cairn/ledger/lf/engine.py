@@ -78,6 +78,21 @@ class Engine:
             raise InvalidArgument(f"Template {template_id.qualified_name} has no key")
         return template.key.type
 
+    def interface_view(self, interface_id: Identifier, contract: Contract) -> Any:
+        """The interface view of a contract (the payload the JSON API shows for interface
+        queries); raises if its template does not implement the interface."""
+        machine = self._machine([*contract.signatories], None, None, None)
+        instance = machine.implementation(interface_id, contract.template_id)
+        if instance.view is None:
+            raise InvalidArgument(f"Interface {interface_id.qualified_name} has no view")
+        template = self.packages.template(contract.template_id)
+        try:
+            return machine.eval(instance.view, {template.param: contract.argument})
+        except DamlThrow as thrown:
+            raise unhandled(machine, thrown.payload) from None
+        except ArithmeticFailure as failure:
+            raise EngineError(failure.message) from None
+
     # ------------------------------------------------------------------ commands
     def _machine(self, act_as: Iterable[str], ledger: LedgerView | None,
                  ledger_time: int | None, new_contract_id: Callable[[], str] | None) -> Machine:

@@ -695,7 +695,7 @@ class Machine:
             return None, {}, self.fetch_contract(values[0], node.a).argument
         if tag == A.U_FETCH_INTERFACE:
             contract = self.fetch_contract(values[0], None)
-            self._implementation(node.a, contract.template_id)
+            self.implementation(node.a, contract.template_id)
             return None, {}, contract.argument
         if tag == A.U_LOOKUP_BY_KEY:
             self._check_key_authorization(node.a, values[0])
@@ -811,7 +811,7 @@ class Machine:
                 f"Lookup by key of {template_id.qualified_name} requires authorization from "
                 f"the key maintainers {', '.join(sorted(missing))}")
 
-    def _implementation(self, interface_id: Identifier, template_id: Identifier
+    def implementation(self, interface_id: Identifier, template_id: Identifier
                         ) -> A.InterfaceInstance:
         template = self.packages.template(template_id)
         instance = template.implements.get(interface_id)
@@ -830,7 +830,7 @@ class Machine:
         """Start an exercise; its body then runs in the machine (frame K_EXERCISE_END)."""
         if interface_id is not None:
             contract = self.fetch_contract(contract_id, None)
-            self._implementation(interface_id, contract.template_id)
+            self.implementation(interface_id, contract.template_id)
             interface = self.packages.interface(interface_id)
             choice = interface.choices.get(choice_name)
             param = interface.param
@@ -910,7 +910,7 @@ class Machine:
             return template.signatories, template_env, None
         if tag == A.E_OBSERVER_INTERFACE:
             return template.observers, template_env, None
-        instance = self._implementation(node.a, payload.tycon)
+        instance = self.implementation(node.a, payload.tycon)
         if tag == A.E_VIEW_INTERFACE:
             if instance.view is None:
                 raise EngineError(f"interface {node.a.qualified_name} has no view")
@@ -969,7 +969,7 @@ def _sub_expressions(node: Any) -> tuple[A.Expr, ...]:
     raise EngineError(f"internal error: no operands for node {node!r}")
 
 
-def unhandled(machine: Machine, payload: AnyException) -> UnhandledException:
+def unhandled(machine: Machine, payload: AnyException) -> EngineError:
     """The client-facing error for an exception that escaped the command."""
     name = (payload.type.tycon.qualified_name if isinstance(payload.type, A.TCon)
             else repr(payload.type))
@@ -977,6 +977,9 @@ def unhandled(machine: Machine, payload: AnyException) -> UnhandledException:
         message = machine.exception_message(payload)
     except (EngineError, DamlThrow, ArithmeticFailure):
         message = repr(payload.value)
+    if name == "DA.Exception.PreconditionFailed:PreconditionFailed":
+        # damlc (LF >= 1.14) compiles a failing `ensure` into this exception.
+        return PreconditionFailed(message)
     return UnhandledException(f"Unhandled Daml exception: {name}: {message}")
 
 

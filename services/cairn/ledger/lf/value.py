@@ -197,7 +197,7 @@ def value_key(value: Value) -> Any:
     if vt is GenMap:
         return ("g", *((value_key(k), value_key(v)) for k, v in value.entries))
     if vt is Decimal:
-        return ("n", str(value.normalize()) if value else "0")
+        return ("n", str(value))
     if vt is bool:
         return ("b", value)
     return value
