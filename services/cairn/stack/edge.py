@@ -73,11 +73,15 @@ class EdgeSettings:
     def from_env(cls, env: Mapping[str, str]) -> EdgeSettings:
         try:
             settings = Settings.from_env(env)
-            concurrency = int(env.get("CAIRN_ENVOY_CONCURRENCY") or "2")
         except ValueError as err:
             raise EdgeConfigError(str(err)) from None
-        if concurrency < 1:
-            raise EdgeConfigError(f"CAIRN_ENVOY_CONCURRENCY must be at least 1, got {concurrency}")
+        raw_concurrency = env.get("CAIRN_ENVOY_CONCURRENCY") or "2"
+        if not raw_concurrency.isdigit() or int(raw_concurrency) < 1:
+            raise EdgeConfigError(
+                f"CAIRN_ENVOY_CONCURRENCY must be a whole number of at least 1, "
+                f"got {raw_concurrency!r}"
+            )
+        concurrency = int(raw_concurrency)
         log_level = (env.get("CAIRN_ENVOY_LOG_LEVEL") or "warning").lower()
         if log_level not in ENVOY_LOG_LEVELS:
             raise EdgeConfigError(

@@ -1,0 +1,397 @@
+"""The Helm chart: lint, render per scenario, strict Kubernetes schemas, and what schemas miss.
+
+Schemas cannot see API-server semantics (selectors that match nothing, over-long port names,
+probes on undeclared ports, references to Secrets that do not exist), so those are asserted
+here over the rendered objects of every scenario in deploy/helm/cairn/ci/.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from base64 import b64decode
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from cairn.runtime.server import CAIRN_SERVICES
+from cairn.runtime.settings import DEFAULT_PORTS
+
+from .conftest import CHART, KUBE_VERSIONS, NAMESPACE, RELEASE, SCENARIOS, Helm, Rendered, render
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Service names are stricter (RFC 1035): they must start with a letter.
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# IANA_SVC_NAME: at most 15 characters, lowercase alphanumerics and single inner hyphens.
+PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?=[a-z0-9]))*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+Manifest = dict[str, Any]
+
+
+def containers(spec: Manifest) -> list[Manifest]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def external_secrets(values: dict[str, Any]) -> set[str]:
+    """Secrets the scenario says the user manages (existingSecret values)."""
+    names = {values["secrets"]["existingSecret"], values["externalRedis"]["existingSecret"],
+             values["externalS3"]["existingSecret"]}
+    return {n for n in names if n}
+
+
+def test_lint_strict_passes_for_every_scenario(helm: Helm) -> None:
+    for scenario in SCENARIOS:
+        result = helm.run("lint", "--strict", str(CHART), "-f", str(CHART / "ci" /
+                          f"{scenario}-values.yaml"))
+        assert result.returncode == 0, f"{scenario}:\n{result.stdout}\n{result.stderr}"
+
+
+# About 2 s per scenario and version (kubernetes-validate compiles schemas on every call).
+@pytest.mark.e2e
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_document_passes_the_strict_kubernetes_schema(
+    helm: Helm, scenario: str, kube_version: str
+) -> None:
+    docs = render(helm, scenario, kube_version).docs
+    assert docs
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            where = "/".join(str(p) for p in err.path)
+            pytest.fail(f"{scenario} {doc['kind']}/{doc['metadata']['name']} at {where}: "
+                        f"{err.message}")
+
+
+def test_chart_refuses_kubernetes_without_grpc_probes(helm: Helm) -> None:
+    result = helm.template(kube_version="1.26.0")
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr or "1.29" in result.stderr
+
+
+def test_names_and_labels_are_valid_dns_labels(rendered: Rendered) -> None:
+    for doc in rendered.docs:
+        name = doc["metadata"]["name"]
+        pattern = DNS_1035_LABEL if doc["kind"] == "Service" else DNS_LABEL
+        assert len(name) <= 63 and pattern.match(name), f"{doc['kind']} name {name!r}"
+        for key, value in doc["metadata"].get("labels", {}).items():
+            assert len(value) <= 63 and LABEL_VALUE.match(value), f"{name}: label {key}={value!r}"
+
+
+def test_long_release_names_still_give_valid_names(helm: Helm) -> None:
+    long_release = "a" * 53
+    result = helm.run("template", long_release, str(CHART), "-n", NAMESPACE)
+    assert result.returncode == 0, result.stderr
+    for doc in yaml.safe_load_all(result.stdout):
+        if doc:
+            name = doc["metadata"]["name"]
+            assert len(name) <= 63 and DNS_1035_LABEL.match(name), name
+
+
+def test_port_names_are_iana_service_names(rendered: Rendered) -> None:
+    named: list[str] = []
+    for _, spec in rendered.pod_specs():
+        for container in containers(spec):
+            named += [p["name"] for p in container.get("ports", [])]
+    for service in rendered.of_kind("Service"):
+        named += [p["name"] for p in service["spec"]["ports"]]
+    assert named
+    for name in named:
+        assert len(name) <= 15 and PORT_NAME.match(name), f"port name {name!r}"
+
+
+def test_deployment_selectors_select_their_own_pods(rendered: Rendered) -> None:
+    for deployment in rendered.of_kind("Deployment"):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert matches(selector, labels), deployment["metadata"]["name"]
+        # No other Deployment may be selected too: selectors must not overlap.
+        for other in rendered.of_kind("Deployment"):
+            if other is not deployment:
+                assert not matches(selector, other["spec"]["template"]["metadata"]["labels"])
+
+
+def test_services_select_pods_that_declare_their_target_ports(rendered: Rendered) -> None:
+    for service in rendered.of_kind("Service"):
+        selector = service["spec"]["selector"]
+        pods = [d["spec"]["template"] for d in rendered.of_kind("Deployment")
+                if matches(selector, d["spec"]["template"]["metadata"]["labels"])]
+        assert len(pods) == 1, f"Service {service['metadata']['name']} selects {len(pods)}"
+        declared = {p["name"]: p["containerPort"]
+                    for c in pods[0]["spec"]["containers"] for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            target = port["targetPort"]
+            assert target in declared or target in declared.values(), (
+                f"Service {service['metadata']['name']} targets undeclared port {target!r}"
+            )
+
+
+def test_probes_point_at_declared_ports(rendered: Rendered) -> None:
+    for owner, spec in rendered.pod_specs():
+        for container in containers(spec):
+            declared = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                probe = container.get(kind)
+                if probe is None:
+                    continue
+                handler = probe.get("grpc") or probe.get("httpGet") or probe.get("tcpSocket")
+                assert handler is not None, f"{owner}: {kind} has no handler"
+                port = handler["port"]
+                assert port in declared or port in declared.values(), (
+                    f"{owner}/{container['name']}: {kind} on undeclared port {port!r}"
+                )
+
+
+def test_cairn_services_have_native_grpc_probes_for_their_health_names(
+    rendered: Rendered,
+) -> None:
+    for service, health_name in CAIRN_SERVICES.items():
+        deployment = rendered.get("Deployment", f"{RELEASE}-cairn-{service}")
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == ["python", "-m", f"cairn.{service}"]
+        port = rendered.values["services"][service]["port"]
+        assert container["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[kind]["grpc"] == {"port": port, "service": health_name}, kind
+        # The pod must outlive the service's own drain after SIGTERM.
+        assert pod["terminationGracePeriodSeconds"] > rendered.values["shutdownGraceSeconds"]
+        assert deployment["spec"]["replicas"] == rendered.values["services"][service]["replicas"]
+
+
+def test_backend_services_are_headless_h2c(rendered: Rendered) -> None:
+    for service in CAIRN_SERVICES:
+        spec = rendered.get("Service", f"{RELEASE}-cairn-{service}")["spec"]
+        assert spec["clusterIP"] == "None"
+        assert [(p["name"], p["appProtocol"]) for p in spec["ports"]] == [
+            ("grpc", "kubernetes.io/h2c")
+        ]
+
+
+def test_config_map_agrees_with_services_and_settings(rendered: Rendered) -> None:
+    data = rendered.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    assert all(isinstance(v, str) for v in data.values())
+    assert data["CAIRN_BIND_HOST"] == "0.0.0.0"
+    assert set(DEFAULT_PORTS) == set(CAIRN_SERVICES)
+    for service in DEFAULT_PORTS:
+        port = rendered.values["services"][service]["port"]
+        assert data[f"CAIRN_{service.upper()}_GRPC_PORT"] == str(port)
+        assert data[f"CAIRN_{service.upper()}_ADDR"] == f"{RELEASE}-cairn-{service}:{port}"
+        rendered.get("Service", f"{RELEASE}-cairn-{service}")
+    if rendered.values["minio"]["enabled"]:
+        assert data["CAIRN_S3_ENDPOINT"] == f"http://{RELEASE}-cairn-minio:9000"
+        rendered.get("Service", f"{RELEASE}-cairn-minio")
+    else:
+        assert data["CAIRN_S3_ENDPOINT"] == rendered.values["externalS3"]["endpoint"]
+
+
+def test_every_container_is_hardened(rendered: Rendered) -> None:
+    for owner, spec in rendered.pod_specs():
+        assert spec["securityContext"]["runAsNonRoot"] is True, owner
+        assert spec["automountServiceAccountToken"] is False, owner
+        for container in containers(spec):
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, owner
+            assert context["allowPrivilegeEscalation"] is False, owner
+            assert context["capabilities"]["drop"] == ["ALL"], owner
+            assert container["resources"].get("requests"), f"{owner}: no resource requests"
+
+
+def test_referenced_secrets_config_maps_and_claims_exist(rendered: Rendered) -> None:
+    secrets = {s["metadata"]["name"]: set(s["data"]) for s in rendered.of_kind("Secret")}
+    config_maps = {c["metadata"]["name"] for c in rendered.of_kind("ConfigMap")}
+    claims = {c["metadata"]["name"] for c in rendered.of_kind("PersistentVolumeClaim")}
+    external = external_secrets(rendered.values)
+    for owner, spec in rendered.pod_specs():
+        for container in containers(spec):
+            for source in container.get("envFrom", []):
+                assert source["configMapRef"]["name"] in config_maps, owner
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    continue
+                if ref["name"] in external:
+                    continue
+                assert ref["name"] in secrets, f"{owner}: Secret {ref['name']} is not rendered"
+                assert ref["key"] in secrets[ref["name"]], f"{owner}: {ref['name']}/{ref['key']}"
+        for volume in spec.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, owner
+    # Whatever the user manages is never also generated (helm would fight them over it).
+    assert not external & set(secrets)
+
+
+def test_only_blob_services_receive_s3_credentials(rendered: Rendered) -> None:
+    for service in CAIRN_SERVICES:
+        spec = rendered.get("Deployment", f"{RELEASE}-cairn-{service}")["spec"]["template"]["spec"]
+        names = {e["name"] for e in spec["containers"][0]["env"]}
+        assert {"CAIRN_ROOT_TOKEN", "CAIRN_INTERNAL_SECRET", "CAIRN_REDIS_URL"} <= names
+        assert ("CAIRN_S3_SECRET_KEY" in names) == (service in ("component", "ledger")), service
+    envoy = rendered.get("Deployment", f"{RELEASE}-cairn-envoy")["spec"]["template"]["spec"]
+    assert "env" not in envoy["containers"][0], "Envoy needs no secrets"
+
+
+def test_generated_credentials_are_random_and_well_formed(helm: Helm) -> None:
+    first, second = render(helm, "default"), render(helm, "default")
+
+    def secret_data(r: Rendered) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for s in r.of_kind("Secret"):
+            merged.update({k: b64decode(v).decode() for k, v in s["data"].items()})
+        return merged
+
+    a, b = secret_data(first), secret_data(second)
+    assert set(a) == {"root-token", "internal-secret", "redis-password", "redis-url",
+                      "s3-access-key", "s3-secret-key"}
+    for key in ("root-token", "internal-secret", "redis-password", "s3-secret-key"):
+        assert a[key] != b[key], f"{key} is not generated"
+    uuid.UUID(a["root-token"])  # auth and the stack launcher accept only UUID tokens
+    assert len(a["internal-secret"]) == 64
+    assert a["redis-url"] == f"redis://:{a['redis-password']}@{RELEASE}-cairn-redis:6379/0"
+    # No credential may sit in the ConfigMap (it is readable with fewer permissions).
+    config = first.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    assert not set(a.values()) & set(config.values())
+
+
+def test_pods_roll_when_the_configuration_changes(helm: Helm) -> None:
+    def checksum(*set_values: str) -> str:
+        result = helm.template(set_values=set_values)
+        assert result.returncode == 0, result.stderr
+        docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        sums = {d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                for d in docs if d["kind"] == "Deployment"
+                and d["metadata"]["labels"]["app.kubernetes.io/component"] in
+                {*CAIRN_SERVICES, "envoy"}}
+        assert len(sums) == 1
+        return str(sums.pop())
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("log.level=debug")
+
+
+def test_network_policies_open_only_envoys_http_port(rendered: Rendered) -> None:
+    policies = rendered.of_kind("NetworkPolicy")
+    if not rendered.values["networkPolicy"]["enabled"]:
+        assert policies == []
+        return
+    envoy_policy = rendered.get("NetworkPolicy", f"{RELEASE}-cairn-envoy")
+    assert envoy_policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    internal = rendered.get("NetworkPolicy", f"{RELEASE}-cairn-internal")
+    allowed = internal["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    # Every pod of the release (services, Envoy, the helm test Pod) may call the others.
+    for owner, _ in rendered.pod_specs():
+        labels = next(
+            (d["spec"]["template"]["metadata"]["labels"] for d in rendered.of_kind("Deployment")
+             if d["metadata"]["name"] == owner),
+            None,
+        ) or rendered.get("Pod", owner)["metadata"]["labels"]
+        assert matches(allowed, labels), owner
+
+
+def test_disruption_budgets_cover_exactly_the_replicated_components(rendered: Rendered) -> None:
+    budgets = {b["metadata"]["name"]: b for b in rendered.of_kind("PodDisruptionBudget")}
+    replicated = {f"{RELEASE}-cairn-{name}" for name, svc in rendered.values["services"].items()
+                  if svc["replicas"] > 1}
+    if rendered.values["envoy"]["replicas"] > 1:
+        replicated.add(f"{RELEASE}-cairn-envoy")
+    expected = replicated if rendered.values["podDisruptionBudget"]["enabled"] else set()
+    assert set(budgets) == expected
+    for name, budget in budgets.items():
+        deployment = rendered.get("Deployment", name)
+        assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_helm_test_pod_checks_rest_through_envoy_and_each_service(rendered: Rendered) -> None:
+    pods = rendered.of_kind("Pod")
+    if not rendered.values["tests"]["enabled"]:
+        assert pods == []
+        return
+    (pod,) = pods
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    envoy_service = rendered.get("Service", f"{RELEASE}-cairn-envoy")
+    assert env["CAIRN_TEST_API"]["value"] == (
+        f"http://{RELEASE}-cairn-envoy:{envoy_service['spec']['ports'][0]['port']}"
+    )
+    targets = dict(pair.split("=") for pair in env["CAIRN_TEST_SERVICES"]["value"].split())
+    assert targets == {
+        f"{RELEASE}-cairn-{name}:{rendered.values['services'][name]['port']}": health
+        for name, health in CAIRN_SERVICES.items()
+    }
+    assert env["CAIRN_ROOT_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == (
+        rendered.values["secrets"]["rootTokenKey"]
+    )
+    assert container["command"] == ["python", "-c"]
+    script = container["args"][0]
+    compile(script, "helm-test", "exec")  # the check users run must at least be valid Python
+    assert '"/v1/projects"' in script and "Bearer " in script
+
+
+def test_envoy_is_exposed_by_a_service_of_the_configured_type(rendered: Rendered) -> None:
+    service = rendered.get("Service", f"{RELEASE}-cairn-envoy")
+    config = rendered.values["envoy"]["service"]
+    assert service["spec"]["type"] == config["type"]
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("http", config["port"], "http")
+    assert port.get("nodePort") == (config["nodePort"] if config["type"] != "ClusterIP" else None)
+    ingresses = rendered.of_kind("Ingress")
+    assert len(ingresses) == int(rendered.values["ingress"]["enabled"])
+    for ingress in ingresses:
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"] == {
+                    "name": f"{RELEASE}-cairn-envoy", "port": {"name": "http"}
+                }
+
+
+def test_notes_render_with_the_real_service_and_secret_names(helm: Helm) -> None:
+    result = helm.run("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert f"port-forward svc/{RELEASE}-cairn-envoy 8080:8080" in notes
+    assert f"get secret {RELEASE}-cairn -o jsonpath='{{.data.root-token}}'" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+
+
+# Values the schema (or the chart's own checks) must refuse, and the key the error must name.
+# The error text differs between helm majors, so only the key is matched.
+REJECTED = [
+    (["services.auth.port=-1"], "port"),
+    (["services.ledger.port=70000"], "port"),
+    (["envoy.replicas=-1"], "replicas"),
+    (["services.project.replicas=two"], "replicas"),
+    (["envoy.httpPort=0"], "httpPort"),
+    (["envoy.concurrency=0"], "concurrency"),
+    (["envoy.service.type=Ingress"], "type"),
+    (["log.level=verbose"], "level"),
+    (["grpcMaxMessageBytes=-5"], "grpcMaxMessageBytes"),
+    (["shutdownGraceSeconds=-1"], "shutdownGraceSeconds"),
+    (["redis.persistence.size=big"], "size"),
+    (["externalS3.bucket=Bad_Bucket"], "bucket"),
+    (["externalRedis.url=http://redis:6379"], "url"),
+    (["servces.auth.port=1"], "servces"),
+    (["terminationGracePeriodSeconds=5"], "terminationGracePeriodSeconds"),
+    (["redis.enabled=false"], "externalRedis"),
+    (["minio.enabled=false"], "externalS3.endpoint"),
+    (["minio.enabled=false", "externalS3.endpoint=s3:9000", "externalS3.accessKey=x"],
+     "secretKey"),
+    (["services.ledger.port=50051"], "port"),
+]
+
+
+@pytest.mark.parametrize(("set_values", "named"), REJECTED, ids=[r[0][-1] for r in REJECTED])
+def test_bad_values_are_rejected_naming_the_key(
+    helm: Helm, set_values: list[str], named: str
+) -> None:
+    result = helm.template(set_values=set_values)
+    assert result.returncode != 0, f"{set_values} was accepted"
+    assert named in result.stderr, result.stderr
