@@ -185,7 +185,9 @@ def test_nested_optional(codec: JsonCodec, json_in: Any, value: Any, encoded: An
 
 def test_triple_optional(codec: JsonCodec) -> None:
     triple = optional(optional(optional(INT64)))
-    cases = [(None, None), ([], Some(None)), ([[]], Some(Some(None))), ([[1]], Some(Some(Some(1))))]
+    cases: list[tuple[Any, Any]] = [
+        (None, None), ([], Some(None)), ([[]], Some(Some(None))), ([[1]], Some(Some(Some(1)))),
+    ]
     for json_in, value in cases:
         assert codec.decode(triple, json_in) == value
         assert json.loads(json.dumps(codec.encode(triple, value))) == (
