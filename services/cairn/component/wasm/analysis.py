@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .binary import ComponentBody, Syntax, ValType
-from .errors import InvalidComponent, analysis_error
+from .errors import analysis_error
 from .model import (
     EnumType,
     Export,
@@ -620,6 +620,3 @@ def analyse_exports(body: ComponentBody) -> tuple[tuple[Export, ...], tuple[str,
         except RecursionError:
             raise analysis_error(f"the types of export {name!r} are nested too deeply") from None
     return tuple(exports), tuple(warnings)
-
-
-__all__ = ["InvalidComponent", "analyse_exports"]

@@ -17,7 +17,6 @@ from typing import Any
 from .model import (
     ComponentMetadata,
     EnumType,
-    Export,
     ExportedFunction,
     ExportedInstance,
     FlagsType,
@@ -285,8 +284,3 @@ def wit_signature(function: ExportedFunction) -> str:
         named = ", ".join(f"{r.name}: {wit_type(r.typ)}" for r in results)
         signature += f" -> ({named})"
     return signature
-
-
-def export_names(exports: tuple[Export, ...]) -> list[str]:
-    """The names of the exports in order (handy for logs and tests)."""
-    return [export.name for export in exports]
