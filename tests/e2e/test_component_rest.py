@@ -15,7 +15,9 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from cairn.auth.store import FAR_FUTURE, Account, AuthStore
 from cairn.component.v1 import component_service_pb2 as pb
 from cairn.component.v1 import component_service_pb2_grpc as pb_grpc
 from cairn.component.wasm import analyse_component, metadata_to_json
@@ -255,7 +257,7 @@ def test_over_the_size_limit_is_403(root: httpx.Client) -> None:
     oversized = b"\0asm\x0d\x00\x01\x00" + b"\0" * 50_000_000
     response = create(root, "big", oversized, project_id=project)
     assert assert_json(response, 403) == {
-        "error": "Component size limit exceeded (limit: 50MB)"
+        "error": "Limit exceeded: Limit Exceeded: Component size limit exceeded (limit: 50MB)"
     }
     assert assert_json(root.get("/v1/components", params={"project-id": project})) == []
 
@@ -285,3 +287,42 @@ async def test_native_grpc_through_envoy(stack: RunningStack, wasm_dir: Path) ->
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.CreateComponent(messages(), metadata=metadata)
         assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.fixture
+async def fresh_account_secret(stack: RunningStack) -> str:
+    """A token secret of a new account on the default plan, seeded into the stack's Redis."""
+    redis = aioredis.Redis.from_url(stack.redis_url)
+    store = AuthStore(redis)
+    account_id, secret = str(uuid.uuid4()), str(uuid.uuid4())
+    await store.put_account(Account(account_id, "limited", "limited@example.com"))
+    await store.add_token(account_id, secret, FAR_FUTURE)
+    await redis.aclose()
+    return secret
+
+
+def test_plan_component_limit_counts_creates_not_versions(
+    stack: RunningStack, wasm_dir: Path, fresh_account_secret: str
+) -> None:
+    """The default plan allows 100 components per account; new versions do not count."""
+    secret = fresh_account_secret
+    echo = (wasm_dir / "rust-echo.wasm").read_bytes()
+    with httpx.Client(base_url=stack.base_url, timeout=60,
+                      headers={"Authorization": f"Bearer {secret}"}) as client:
+        first = assert_json(create(client, "c0", echo))
+        component_id = first["versionedComponentId"]["componentId"]
+        for version in (1, 2):
+            uploaded = assert_json(client.put(
+                f"/v1/components/{component_id}/upload", content=echo,
+                headers={"Content-Type": "application/octet-stream"},
+            ))
+            assert uploaded["versionedComponentId"]["version"] == version
+        for index in range(1, 100):
+            assert_json(create(client, f"c{index}", echo))
+        refused = create(client, "c100", echo)
+        assert assert_json(refused, 403) == {
+            "error": "Limit exceeded: Limit Exceeded: Component limit exceeded (limit: 100)"
+        }
+        listed = assert_json(client.get("/v1/components"))
+        assert len(listed) == 100
+        assert "c100" not in {c["componentName"] for c in listed}

@@ -420,7 +420,9 @@ async def test_oversized_upload_is_403_limit_and_stores_nothing(env: Env) -> Non
                                          metadata=grpc_md())
     )
     assert status == 403 and "limit" in body["error"]
-    assert body == {"error": "Component size limit exceeded (limit: 3MB)"}
+    assert body == {
+        "error": "Limit exceeded: Limit Exceeded: Component size limit exceeded (limit: 3MB)"
+    }
     raw = [pb.UploadComponentRequest(component_id=created.component_id, rest=rest) if i == 0
            else pb.UploadComponentRequest(rest=rest)
            for i, (_, rest) in enumerate(rest_stream(oversized, "application/octet-stream"))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import redis.asyncio as aioredis
 
-from cairn.component.access import ProjectGateway
+from cairn.component.access import ProjectGateway, UsageLedger
 from cairn.component.grpc_api import ComponentApi, TemplateApi
 from cairn.component.service import ComponentService
 from cairn.component.settings import ComponentSettings
@@ -26,6 +26,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         own.blob_store(),
         ProjectGateway(settings.address("project"), settings.internal_secret),
         max_component_bytes=own.max_component_bytes,
+        usage=UsageLedger(settings.address("auth"), settings.internal_secret),
     )
     callers = CallerResolver(settings.internal_secret, settings.address("auth"))
     components = ComponentApi(

@@ -1,19 +1,23 @@
-"""Who may do what with a component: the one place that asks the project service.
+"""Who may do what with a component, and how much: the calls to the project and auth services.
 
 Every component operation names a project action; `ProjectGateway.authorize` asks the project
-service's AuthorizeProjectAction on the caller's behalf, so ownership today and grants later are
-decided there and nowhere else. The caller's default project comes from the same service.
+service's AuthorizeProjectAction on the caller's behalf, so ownership and grants are decided there
+and nowhere else. The caller's default project comes from the same service. `UsageLedger` counts
+uploads against the project owner's plan limits in the auth service.
 """
 
 from __future__ import annotations
 
 import grpc
 
+from cairn.auth.v1 import auth_service_pb2 as auth_pb
+from cairn.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from cairn.project.v1 import project_service_pb2 as project_pb
 from cairn.project.v1 import project_service_pb2_grpc as project_grpc
 from cairn.runtime.callers import as_caller
 from cairn.runtime.errors import (
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     PermissionDenied,
     ServiceError,
@@ -88,3 +92,44 @@ class ProjectGateway:
         except grpc.aio.AioRpcError as err:
             raise _as_service_error(err) from None
         return reply.project_owner_account_id
+
+
+class UsageLedger:
+    """The account's plan limits (component count, storage, monthly upload), kept by the auth
+    service's internal RecordComponentUsage RPC, which checks and records in one step."""
+
+    def __init__(self, auth_address: str, internal_secret: str) -> None:
+        self._address = auth_address
+        self._secret = internal_secret
+        self._stub: auth_grpc.AuthServiceAsyncStub | None = None
+
+    def _auth(self) -> auth_grpc.AuthServiceAsyncStub:
+        if self._stub is None:
+            self._stub = auth_grpc.AuthServiceStub(grpc.aio.insecure_channel(self._address))
+        return self._stub
+
+    async def record(
+        self,
+        caller: Principal,
+        account_id: str,
+        *,
+        components: int = 0,
+        storage_bytes: int = 0,
+        upload_bytes: int = 0,
+    ) -> None:
+        """Count the usage against `account_id`; 403 with Golem's message over a limit."""
+        try:
+            await self._auth().RecordComponentUsage(
+                auth_pb.RecordComponentUsageRequest(
+                    account_id=account_id,
+                    component_count_delta=components,
+                    storage_bytes_delta=storage_bytes,
+                    upload_bytes=upload_bytes,
+                ),
+                metadata=as_caller(caller, self._secret),
+                timeout=_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise LimitExceeded(err.details() or "Limit exceeded") from None
+            raise _as_service_error(err) from None

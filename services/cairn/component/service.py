@@ -26,7 +26,7 @@ import structlog
 
 from cairn.blobstore import BlobReader, BlobStore, BlobStoreError, BlobTooLarge
 from cairn.component import access
-from cairn.component.access import ProjectGateway
+from cairn.component.access import ProjectGateway, UsageLedger
 from cairn.component.model import (
     INT32_MAX,
     INT32_MIN,
@@ -53,6 +53,7 @@ from cairn.runtime.errors import (
     InvalidRequest,
     LimitExceeded,
     NotFound,
+    ServiceError,
     Unavailable,
 )
 from cairn.runtime.principal import Principal
@@ -76,8 +77,12 @@ class ComponentAlreadyExists(AlreadyExists):
 
 
 def size_limit_exceeded(limit: int) -> LimitExceeded:
+    """Golem's 403 for an oversized upload, with its doubled prefix (plan service, then
+    component service, each wrap the message)."""
     shown = f"{limit // 1_000_000}MB" if limit % 1_000_000 == 0 else f"{limit} bytes"
-    return LimitExceeded(f"Component size limit exceeded (limit: {shown})")
+    return LimitExceeded(
+        f"Limit exceeded: Limit Exceeded: Component size limit exceeded (limit: {shown})"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,10 +143,13 @@ class ComponentService:
         projects: ProjectGateway,
         *,
         max_component_bytes: int,
+        usage: UsageLedger | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._projects = projects
+        # None: no plan limits beyond the size limit (tests without an auth service).
+        self._usage = usage
         self.max_component_bytes = max_component_bytes
 
     # -- access ----------------------------------------------------------------------------
@@ -231,9 +239,11 @@ class ComponentService:
         self._check_size(wasm.size)
         analysed = await asyncio.to_thread(_analyse_file, wasm.path)
         component_id = str(uuid.uuid4())
-        initial_files = await self._store_files(files) if files is not None else ()
-        blob_key = await self._store_wasm(component_id, wasm)
+        await self._count(caller, owner, components=1, storage=wasm.size, upload=wasm.size)
+        blob_key: str | None = None
         try:
+            initial_files = await self._store_files(files) if files is not None else ()
+            blob_key = await self._store_wasm(component_id, wasm)
             first = ComponentVersion(
                 component_id=component_id,
                 version=0,
@@ -253,7 +263,9 @@ class ComponentService:
             if taken_by is not None:
                 raise ComponentAlreadyExists(taken_by)
         except BaseException:
-            await asyncio.shield(self._discard(blob_key))
+            await asyncio.shield(
+                self._undo(caller, owner, blob_key, components=-1, storage=-wasm.size)
+            )
             raise
         log.info("component_created", component_id=component_id, project_id=project)
         return first
@@ -272,15 +284,23 @@ class ComponentService:
         latest = await self._latest_authorized(caller, component_id, access.UPDATE_COMPONENT)
         self._check_size(wasm.size)
         analysed = await asyncio.to_thread(_analyse_file, wasm.path)
-        new_files = await self._store_files(files) if files is not None else None
-        blob_key = await self._store_wasm(latest.component_id, wasm)
+        owner = latest.owner_account_id
+        await self._count(caller, owner, storage=wasm.size, upload=wasm.size)
+        blob_key: str | None = None
+        try:
+            new_files = await self._store_files(files) if files is not None else None
+            blob_key = await self._store_wasm(latest.component_id, wasm)
+        except BaseException:
+            await asyncio.shield(self._undo(caller, owner, blob_key, storage=-wasm.size))
+            raise
+        stored_key = blob_key
 
         def change(previous: ComponentVersion) -> ComponentVersion:
             return previous.successor(
                 rfc3339(utc_now()),
                 size=wasm.size,
                 sha256=wasm.sha256,
-                blob_key=blob_key,
+                blob_key=stored_key,
                 component_type=component_type or previous.component_type,
                 metadata=analysed.metadata,
                 template_exports=analysed.template_exports,
@@ -290,7 +310,7 @@ class ComponentService:
         try:
             return await self._commit_next(latest, change, reason)
         except BaseException:
-            await asyncio.shield(self._discard(blob_key))
+            await asyncio.shield(self._undo(caller, owner, stored_key, storage=-wasm.size))
             raise
 
     def _check_size(self, size: int) -> None:
@@ -330,6 +350,38 @@ class ComponentService:
         finally:
             await asyncio.to_thread(archive.close)
         return tuple(InitialFile(f.key, f.path, f.permissions) for f in uploaded)
+
+    async def _count(
+        self, caller: Principal, owner: str, *, components: int = 0, storage: int, upload: int
+    ) -> None:
+        """Count an upload against the owner's plan (403 over a limit) before storing it."""
+        if self._usage is not None:
+            await self._usage.record(
+                caller, owner, components=components, storage_bytes=storage, upload_bytes=upload
+            )
+
+    async def _undo(
+        self,
+        caller: Principal,
+        owner: str,
+        blob_key: str | None,
+        *,
+        components: int = 0,
+        storage: int,
+    ) -> None:
+        """After a failed upload: delete its blob and give back the plan usage it counted.
+
+        The monthly upload counter keeps the bytes, as the upload did happen."""
+        if blob_key is not None:
+            await self._discard(blob_key)
+        if self._usage is None:
+            return
+        try:
+            await self._usage.record(
+                caller, owner, components=components, storage_bytes=storage, upload_bytes=0
+            )
+        except ServiceError as err:
+            log.warning("usage_release_failed", account_id=owner, error=err.message)
 
     async def _discard(self, blob_key: str) -> None:
         try:
