@@ -1,13 +1,15 @@
 """Blob store on an S3 bucket (MinIO in deployments, moto in tests), through the sync `minio` SDK.
 
-The SDK blocks, so every call runs in a worker thread. A put reads the stream up to one part:
-- a blob that fits is written with a single PutObject carrying its SHA-256 as user metadata;
-- a longer one streams, part by part, into a multipart upload of a hidden staging object
-  (`.staging/<uuid>`), then a server-side copy publishes it under the key with its SHA-256, and the
-  staging object is deleted.
+The SDK blocks, so every call runs in a worker thread. A put gathers the stream into parts:
+- a blob that fits in one part is written with a single PutObject carrying its SHA-256 as user
+  metadata;
+- a longer one is uploaded part by part as hidden staging objects (`.staging/<uuid>/<n>`), each
+  uploading while the next is gathered; a server-side compose (a multipart upload of part copies)
+  then creates the object under the key, with its SHA-256, and the staging parts are deleted.
 Either way the object appears under the key only complete: S3 exposes neither a single PUT nor a
-multipart upload before it finishes, and a failed multipart upload is aborted by the SDK. Memory per
-put is about two parts (the one being uploaded and the next being gathered), whatever the blob size.
+multipart upload before it finishes, and the SDK aborts a compose that fails. Memory per put is
+about two parts (one uploading, the next being gathered) whatever the blob size, and only the
+SDK's public API is used.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
-import threading
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any, BinaryIO, TypeVar, cast
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any, BinaryIO, cast
 
 import urllib3
 from minio import Minio
-from minio.commonconfig import REPLACE, CopySource
+from minio.commonconfig import ComposeSource
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.helpers import check_bucket_name
+from minio.helpers import DictType, check_bucket_name
 
 from cairn.blobstore.blocking import BlockingCalls, blob_executor
 from cairn.blobstore.errors import (
@@ -37,17 +39,12 @@ from cairn.blobstore.errors import (
 from cairn.blobstore.keys import validate_key
 from cairn.blobstore.port import DEFAULT_CHUNK_SIZE, DEFAULT_CONTENT_TYPE, BlobInfo, BlobReader
 
-T = TypeVar("T")
-
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's lower bound for every multipart part but the last
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 SHA256_METADATA = "sha256"  # stored as the x-amz-meta-sha256 header
 STAGING_PREFIX = ".staging/"  # no valid key starts with '.', so no caller can reach these
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
-_PIPE_DEPTH = 4
-# How long the upload thread waits for the next chunk before giving up on a stalled producer.
-_PRODUCER_STALL_TIMEOUT = 600.0
 
 
 def _translate(exc: Exception, key: str, action: str) -> BlobStoreError:
@@ -65,116 +62,6 @@ def _translate(exc: Exception, key: str, action: str) -> BlobStoreError:
     if isinstance(exc, MinioException):
         return BlobStoreError(f"S3 {action} of {key!r} failed: {exc}")
     raise exc
-
-
-class _Abort:
-    """Queued to make the upload thread's next read raise, so the SDK aborts the upload."""
-
-    def __init__(self, reason: BaseException) -> None:
-        self.reason = reason
-
-
-class _ChunkPipe:
-    """A file-like `read(n)` for the SDK's upload thread, fed chunk by chunk from the event loop.
-
-    The queue is bounded, so a slow S3 applies back-pressure to the producer instead of the chunks
-    piling up in memory.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int) -> None:
-        self._loop = loop
-        self._queue: asyncio.Queue[bytes | _Abort | None] = asyncio.Queue(maxsize=depth)
-        self._item = b""  # the chunk being read and how far
-        self._offset = 0
-        self._ended = False
-
-    # Event loop side.
-    async def send(self, item: bytes | None, upload: asyncio.Future[Any]) -> None:
-        """Queue a chunk (None ends the stream), unless the upload has already stopped."""
-        if not self._queue.full():
-            self._queue.put_nowait(item)
-            return
-        put = asyncio.ensure_future(self._queue.put(item))
-        try:
-            await asyncio.wait({put, upload}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not put.done():
-                put.cancel()
-        if not put.done() or put.cancelled():
-            await upload  # raises the upload's error
-            raise BlobStoreError("The S3 upload ended before the stream did")
-
-    def abort(self, reason: BaseException) -> None:
-        """Make the upload thread fail at its next read, dropping whatever is queued."""
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(_Abort(reason))
-
-    # Upload thread side.
-    def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes, waiting for as many as that unless the stream ends first.
-
-        Returning whole parts matters: the SDK appends each read to the part it is building,
-        and one append copies far less than dozens of small ones. A negative size returns the
-        next chunk, never the rest of the stream.
-        """
-        if size < 0:
-            return self._next_piece(-1)
-        pieces: list[bytes] = []
-        wanted = size
-        while wanted > 0:
-            piece = self._next_piece(wanted)
-            if not piece:
-                break
-            pieces.append(piece)
-            wanted -= len(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def _next_piece(self, limit: int) -> bytes:
-        if self._offset >= len(self._item):
-            if self._ended:
-                return b""
-            item = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop).result(
-                timeout=_PRODUCER_STALL_TIMEOUT
-            )
-            if isinstance(item, _Abort):
-                raise BlobStoreError("Upload aborted") from item.reason
-            if item is None:
-                self._ended = True
-                return b""
-            self._item, self._offset = item, 0
-        start = self._offset
-        end = len(self._item) if limit < 0 else min(len(self._item), start + limit)
-        self._offset = end
-        if start == 0 and end == len(self._item):
-            return self._item  # a whole chunk: handed over without a copy
-        return self._item[start:end]
-
-
-def _run_in_own_thread(function: Callable[[], T]) -> asyncio.Future[T]:
-    """Run a long blocking call on a dedicated thread.
-
-    A streaming upload holds its thread while it waits for the producer; on the shared pool enough
-    of them could take every worker and starve the producers (e.g. a copy from a DiskBlobStore).
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
-
-    def target() -> None:
-        try:
-            result = function()
-        except BaseException as exc:
-            error = exc
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
-        else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
-
-    threading.Thread(target=target, name="cairn-s3-upload", daemon=True).start()
-    return future
 
 
 class S3BlobStore:
@@ -235,36 +122,22 @@ class S3BlobStore:
             raise ValueError(f"max_size must not be negative, not {max_size}")
         await self._ensure_bucket()
         meter = _StreamMeter(key, max_size)
+        buffer = bytearray()
         stream = aiter(chunks)
-        first_part: list[bytes] = []
-        first_part_size = 0
         async for chunk in stream:
-            data = meter.take(chunk)
-            if data:
-                first_part.append(data)
-                first_part_size += len(data)
-            if first_part_size > self.part_size:
-                return await self._put_streaming(key, first_part, stream, meter, content_type)
+            buffer += meter.take(chunk)
+            if len(buffer) > self.part_size:
+                return await self._put_in_parts(key, buffer, stream, meter, content_type)
         sha256 = meter.digest.hexdigest()
-        await self._put_single(key, first_part, meter.size, sha256, content_type)
+        data = bytes(buffer)
+        del buffer
+        await self._put_single(key, data, sha256, content_type)
         return BlobInfo(key=key, size=meter.size, sha256=sha256)
 
-    async def _put_single(
-        self, key: str, parts: list[bytes], size: int, sha256: str, content_type: str
-    ) -> None:
-        body = _BytesListReader(parts)
-
+    async def _put_single(self, key: str, data: bytes, sha256: str, content_type: str) -> None:
         def upload() -> None:
             try:
-                self.client.put_object(
-                    self.bucket,
-                    key,
-                    cast(BinaryIO, body),  # the SDK only calls read(n)
-                    size,
-                    content_type=content_type,
-                    metadata={SHA256_METADATA: sha256},
-                    part_size=self.part_size,
-                )
+                self._put_bytes(key, data, content_type, {SHA256_METADATA: sha256})
             except Exception as exc:
                 raise _translate(exc, key, "upload") from exc
 
@@ -272,84 +145,103 @@ class S3BlobStore:
         # which is what a put that had already read its stream to the end was going to do anyway.
         await BlockingCalls(self._executor).run(upload)
 
-    async def _put_streaming(
+    def _put_bytes(
+        self, name: str, data: bytes, content_type: str, metadata: DictType | None
+    ) -> None:
+        # A length within part_size makes the SDK send one PutObject of `data` itself, uncopied.
+        self.client.put_object(
+            self.bucket,
+            name,
+            cast(BinaryIO, _WholeBytesReader(data)),
+            len(data),
+            content_type=content_type,
+            metadata=metadata,
+            part_size=self.part_size,
+        )
+
+    async def _put_in_parts(
         self,
         key: str,
-        first_part: list[bytes],
+        buffer: bytearray,
         stream: AsyncIterator[bytes],
         meter: _StreamMeter,
         content_type: str,
     ) -> BlobInfo:
-        staging_key = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-        # A few chunks of slack keep the upload thread busy; the SDK gathers each part itself.
-        pipe = _ChunkPipe(asyncio.get_running_loop(), depth=_PIPE_DEPTH)
+        staging_prefix = f"{STAGING_PREFIX}{uuid.uuid4().hex}/"
+        staged: list[str] = []
+        calls = BlockingCalls(self._executor)  # one at a time: a part uploads, the next gathers
+        uploading: asyncio.Future[None] | None = None
 
-        def upload_staging() -> None:
+        def upload_part(name: str, box: list[bytes]) -> None:
+            # The part travels in a box emptied here, so it is freed when this call returns,
+            # not whenever the pool gets round to dropping the call's arguments.
+            data = box.pop()
             try:
-                self.client.put_object(
-                    self.bucket,
-                    staging_key,
-                    cast(BinaryIO, pipe),  # the SDK only calls read(n)
-                    -1,
-                    content_type=content_type,
-                    part_size=self.part_size,
-                    num_parallel_uploads=1,
-                )
+                self._put_bytes(name, data, content_type, None)
             except Exception as exc:
                 raise _translate(exc, key, "upload") from exc
 
-        upload = _run_in_own_thread(upload_staging)
-        calls = BlockingCalls(self._executor)
+        async def ship_parts(*, final: bool) -> None:
+            nonlocal uploading
+            while len(buffer) >= self.part_size or (final and buffer):
+                if uploading is not None:
+                    # Waited for before the next part is cut, so at most two parts are alive.
+                    await uploading
+                size = min(self.part_size, len(buffer))
+                with memoryview(buffer) as view:
+                    data = bytes(view[:size])
+                del buffer[:size]
+                name = f"{staging_prefix}{len(staged) + 1:05d}"
+                staged.append(name)
+                uploading = asyncio.ensure_future(calls.run(upload_part, name, [data]))
+                del data
+
         try:
-            first_part.reverse()
-            while first_part:  # popped as sent, so the pipe's queue is all that holds them
-                await pipe.send(first_part.pop(), upload)
+            await ship_parts(final=False)
             async for chunk in stream:
-                data = meter.take(chunk)
-                if data:
-                    await pipe.send(data, upload)
-            await pipe.send(None, upload)
-            await upload
+                buffer += meter.take(chunk)
+                if uploading is not None and uploading.done():
+                    uploading.result()  # a failed part stops the put now, not a part later
+                await ship_parts(final=False)
+            await ship_parts(final=True)
+            if uploading is not None:
+                await uploading
             sha256 = meter.digest.hexdigest()
-            await calls.run(self._publish, key, staging_key, sha256, content_type)
+            await calls.run(self._compose, key, staged, sha256, content_type)
             return BlobInfo(key=key, size=meter.size, sha256=sha256)
-        except BaseException as exc:
-            await asyncio.shield(self._abandon(pipe, upload, exc))
+        except BaseException:
+            if uploading is not None and not uploading.done():
+                uploading.cancel()
             raise
         finally:
-            await asyncio.shield(self._remove_staging(calls, staging_key))
+            await asyncio.shield(self._remove_staged(calls, staged))
 
-    async def _abandon(
-        self, pipe: _ChunkPipe, upload: asyncio.Future[Any], reason: BaseException
-    ) -> None:
-        """Stop the staging upload (the SDK aborts its multipart upload) and wait for it."""
-        if not upload.done():
-            pipe.abort(reason)
-        await asyncio.wait([upload])
-        if not upload.cancelled():
-            upload.exception()  # retrieved: the error that matters is the one being raised
-
-    async def _remove_staging(self, calls: BlockingCalls, staging_key: str) -> None:
-        """Delete the staging object once no call of this put still uses it (best effort)."""
-
-        def remove() -> None:
-            with contextlib.suppress(Exception):
-                self.client.remove_object(self.bucket, staging_key)
-
-        await calls.settle()
-        await calls.run(remove)
-
-    def _publish(self, key: str, staging_key: str, sha256: str, content_type: str) -> None:
+    def _compose(self, key: str, staged: list[str], sha256: str, content_type: str) -> None:
         try:
-            self.client.copy_object(
+            self.client.compose_object(
                 self.bucket,
                 key,
-                CopySource(self.bucket, staging_key),
+                [ComposeSource(self.bucket, name) for name in staged],
                 metadata={"Content-Type": content_type, SHA256_METADATA: sha256},
-                metadata_directive=REPLACE,
             )
         except Exception as exc:
             raise _translate(exc, key, "upload") from exc
+
+    async def _remove_staged(self, calls: BlockingCalls, staged: list[str]) -> None:
+        """Delete the staging parts once no call of this put still uses them (best effort)."""
+        if not staged:
+            return
+
+        def remove() -> None:
+            with contextlib.suppress(Exception):
+                errors = self.client.remove_objects(
+                    self.bucket, [DeleteObject(name) for name in staged]
+                )
+                for _ in errors:  # the deletion happens as the result is iterated
+                    pass
+
+        await calls.settle()
+        await calls.run(remove)
 
     async def open(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
         validate_key(key)
@@ -461,23 +353,18 @@ class _StreamMeter:
         return data
 
 
-class _BytesListReader:
-    """A file-like `read(n)` over the chunks of a small blob, without joining them first."""
+class _WholeBytesReader:
+    """A file-like `read(n)` that hands over the whole value at once, without copying it."""
 
-    def __init__(self, parts: list[bytes]) -> None:
-        self._parts = parts
-        self._index = 0
-        self._offset = 0
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
 
     def read(self, size: int = -1) -> bytes:
-        if self._index >= len(self._parts):
+        data, self._data = self._data, None
+        if data is None:
             return b""
-        part = self._parts[self._index]
-        end = len(part) if size < 0 else min(len(part), self._offset + size)
-        data = part[self._offset : end]
-        if end >= len(part):
-            self._index += 1
-            self._offset = 0
-        else:
-            self._offset = end
+        if 0 <= size < len(data):
+            # Not what the SDK asks for (it reads the declared length), but keep read() honest.
+            self._data = data[size:]
+            return data[:size]
         return data
