@@ -210,8 +210,11 @@ class S3BlobStore:
             await calls.run(self._compose, key, staged, sha256, content_type)
             return BlobInfo(key=key, size=meter.size, sha256=sha256)
         except BaseException:
-            if uploading is not None and not uploading.done():
-                uploading.cancel()
+            if uploading is not None:
+                if not uploading.done():
+                    uploading.cancel()
+                elif not uploading.cancelled():
+                    uploading.exception()  # retrieved: the error being raised is the one to report
             raise
         finally:
             await asyncio.shield(self._remove_staged(calls, staged))
