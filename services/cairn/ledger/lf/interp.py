@@ -20,7 +20,69 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cairn.ledger.lf import ast as A
-from cairn.ledger.lf.ast import Builtin, Identifier
+from cairn.ledger.lf.ast import (
+    E_ABS,
+    E_APP,
+    E_BUILTIN,
+    E_CALL_INTERFACE,
+    E_CASE,
+    E_CONS,
+    E_CONST,
+    E_ENUMCON,
+    E_EXPERIMENTAL,
+    E_FROM_ANY,
+    E_FROM_ANY_EXCEPTION,
+    E_FROM_INTERFACE,
+    E_FROM_REQUIRED_INTERFACE,
+    E_INTERFACE_TYPE_REP,
+    E_LET,
+    E_OBSERVER_INTERFACE,
+    E_RECCON,
+    E_RECPROJ,
+    E_RECUPD,
+    E_SCENARIO,
+    E_SIGNATORY_INTERFACE,
+    E_SOME,
+    E_STRUCTCON,
+    E_STRUCTPROJ,
+    E_STRUCTUPD,
+    E_THROW,
+    E_TO_ANY,
+    E_TO_ANY_EXCEPTION,
+    E_TO_INTERFACE,
+    E_TO_REQUIRED_INTERFACE,
+    E_TYPE_REP,
+    E_UNSAFE_FROM_INTERFACE,
+    E_UNSAFE_FROM_REQUIRED_INTERFACE,
+    E_UPDATE,
+    E_VAL,
+    E_VAR,
+    E_VARCON,
+    E_VIEW_INTERFACE,
+    P_CONS,
+    P_ENUM,
+    P_NIL,
+    P_NONE,
+    P_PRIM_CON,
+    P_SOME,
+    P_VARIANT,
+    U_BLOCK,
+    U_CREATE,
+    U_CREATE_INTERFACE,
+    U_EMBED,
+    U_EXERCISE,
+    U_EXERCISE_BY_KEY,
+    U_EXERCISE_INTERFACE,
+    U_FETCH,
+    U_FETCH_BY_KEY,
+    U_FETCH_INTERFACE,
+    U_GET_TIME,
+    U_LOOKUP_BY_KEY,
+    U_PURE,
+    U_TRY,
+    Builtin,
+    Identifier,
+)
 from cairn.ledger.lf.errors import (
     ArithmeticFailure,
     AuthorizationError,
@@ -320,46 +382,46 @@ class Machine:
         """Evaluate one expression node: produce a value or push frames and descend."""
         node: Any = expr
         tag = node.tag
-        if tag == A.E_VAR:
+        if tag == E_VAR:
             try:
                 return None, env, env[node.a]
             except KeyError:
                 raise EngineError(f"unbound variable {node.a}") from None
-        if tag == A.E_CONST:
+        if tag == E_CONST:
             return None, env, node.a
-        if tag == A.E_VAL:
+        if tag == E_VAL:
             ident = node.a
             cached = self.values.get(ident, _MISSING)
             if cached is not _MISSING:
                 return None, env, cached
             stack.append((K_STORE_VAL, ident))
             return self.packages.value(ident).body, {}, None
-        if tag == A.E_ABS:
+        if tag == E_ABS:
             return None, env, Closure(node.a, node.b, env)
-        if tag == A.E_CASE:
+        if tag == E_CASE:
             stack.append((K_CASE, node.b, env))
             return node.a, env, None
-        if tag == A.E_LET:
+        if tag == E_LET:
             stack.append((K_LET, node, 0, env))
             return node.a[0][1], env, None
-        if tag == A.E_BUILTIN:
+        if tag == E_BUILTIN:
             builtin = node.a
             if builtin.arity == 0:
                 return None, env, builtin.impl()
             return None, env, builtin
-        if tag == A.E_UPDATE:
+        if tag == E_UPDATE:
             return None, env, UpdateClosure(node.a, env)
-        if tag == A.E_ENUMCON:
+        if tag == E_ENUMCON:
             cached = node.c
             if cached is None:
                 dt = self.packages.data_type(node.a)
                 cached = node.c = Enum(node.a, node.b, dt.constructors.index(node.b))
             return None, env, cached
-        if tag == A.E_TYPE_REP:
+        if tag == E_TYPE_REP:
             return None, env, TypeRep(node.a)
-        if tag == A.E_SCENARIO:
+        if tag == E_SCENARIO:
             raise EngineError("scenarios cannot run on a ledger")
-        if tag == A.E_EXPERIMENTAL:
+        if tag == E_EXPERIMENTAL:
             raise EngineError(f"experimental feature {node.a} is not supported")
         # Everything else evaluates its sub-expressions in order, then completes.
         subs = node.subs
@@ -369,12 +431,12 @@ class Machine:
         # Variables and constants need no frame: evaluate them inline.
         for sub in subs:
             stag = sub.tag
-            if stag == A.E_VAR:
+            if stag == E_VAR:
                 try:
                     values.append(env[sub.a])
                 except KeyError:
                     raise EngineError(f"unbound variable {sub.a}") from None
-            elif stag == A.E_CONST:
+            elif stag == E_CONST:
                 values.append(sub.a)
             else:
                 break
@@ -394,9 +456,9 @@ class Machine:
             while len(values) < n:
                 sub = subs[len(values)]
                 stag = sub.tag
-                if stag == A.E_VAR:
+                if stag == E_VAR:
                     values.append(env[sub.a])
-                elif stag == A.E_CONST:
+                elif stag == E_CONST:
                     values.append(sub.a)
                 else:
                     stack.append(frame)
@@ -521,56 +583,56 @@ class Machine:
     def _finish(self, node: Any, values: list[Any], env: dict[str, Any], stack: list[Any]
                 ) -> tuple[A.Expr | None, dict[str, Any], Any]:
         tag = node.tag
-        if tag == A.E_APP:
+        if tag == E_APP:
             return self._apply(values[0], tuple(values[1:]), stack)
-        if tag == A.E_RECPROJ:
+        if tag == E_RECPROJ:
             record = values[0]
             try:
                 return None, env, record.values[record.fields.index(node.b)]
             except (ValueError, AttributeError):
                 raise EngineError(f"record {node.a} has no field {node.b}") from None
-        if tag == A.E_RECCON:
+        if tag == E_RECCON:
             return None, env, Record(node.a, node.b, tuple(values))
-        if tag == A.E_CONS:
+        if tag == E_CONS:
             tail = values[-1]
             return None, env, tuple(values[:-1]) + tail
-        if tag == A.E_SOME:
+        if tag == E_SOME:
             return None, env, Some(values[0])
-        if tag == A.E_VARCON:
+        if tag == E_VARCON:
             rank = node.d
             if rank is None:
                 rank = node.d = self.packages.data_type(node.a).constructors.index(node.b)
             return None, env, Variant(node.a, node.b, values[0], rank)
-        if tag == A.E_RECUPD:
+        if tag == E_RECUPD:
             record = values[0]
             index = record.fields.index(node.b)
             new_values = list(record.values)
             new_values[index] = values[1]
             return None, env, Record(record.tycon, record.fields, tuple(new_values))
-        if tag == A.E_STRUCTCON:
+        if tag == E_STRUCTCON:
             return None, env, Struct(node.b, tuple(values))
-        if tag == A.E_STRUCTPROJ:
+        if tag == E_STRUCTPROJ:
             return None, env, values[0].get(node.b)
-        if tag == A.E_STRUCTUPD:
+        if tag == E_STRUCTUPD:
             struct = values[0]
             new_values = list(struct.values)
             new_values[struct.fields.index(node.b)] = values[1]
             return None, env, Struct(struct.fields, tuple(new_values))
-        if tag == A.E_TO_ANY:
+        if tag == E_TO_ANY:
             return None, env, AnyValue(node.a, values[0])
-        if tag == A.E_FROM_ANY:
+        if tag == E_FROM_ANY:
             packed = values[0]
             return None, env, Some(packed.value) if packed.type == node.a else None
-        if tag == A.E_TO_ANY_EXCEPTION:
+        if tag == E_TO_ANY_EXCEPTION:
             return None, env, AnyException(node.a, values[0])
-        if tag == A.E_FROM_ANY_EXCEPTION:
+        if tag == E_FROM_ANY_EXCEPTION:
             packed = values[0]
             return None, env, Some(packed.value) if packed.type == node.a else None
-        if tag == A.E_THROW:
+        if tag == E_THROW:
             raise DamlThrow(AnyException(node.a, values[0]))
         if tag in _INTERFACE_TAGS:
             return self._interface_expr(node, values, env, stack)
-        if tag >= A.U_PURE:
+        if tag >= U_PURE:
             return self._ledger_action(node, values, stack)
         raise EngineError(f"internal error: cannot evaluate node {node!r}")
 
@@ -579,26 +641,26 @@ class Machine:
         vt = type(value)
         for alt in alts:
             kind = alt.kind
-            if kind == A.P_VARIANT:
+            if kind == P_VARIANT:
                 if vt is Variant and value.constructor == alt.match:
                     binder = alt.binder
                     return alt.body, {**env, binder: value.value} if binder else env, None
-            elif kind == A.P_PRIM_CON:
+            elif kind == P_PRIM_CON:
                 if value is alt.match or (vt is Unit and type(alt.match) is Unit):
                     return alt.body, env, None
-            elif kind == A.P_CONS:
+            elif kind == P_CONS:
                 if vt is tuple and value:
                     return alt.body, {**env, alt.binder: value[0], alt.binder2: value[1:]}, None
-            elif kind == A.P_NIL:
+            elif kind == P_NIL:
                 if vt is tuple and not value:
                     return alt.body, env, None
-            elif kind == A.P_SOME:
+            elif kind == P_SOME:
                 if vt is Some:
                     return alt.body, {**env, alt.binder: value.value}, None
-            elif kind == A.P_NONE:
+            elif kind == P_NONE:
                 if value is None:
                     return alt.body, env, None
-            elif kind == A.P_ENUM:
+            elif kind == P_ENUM:
                 if vt is Enum and value.constructor == alt.match:
                     return alt.body, env, None
             else:  # default
@@ -649,18 +711,18 @@ class Machine:
         node = update.node
         env = update.env
         tag = node.tag
-        if tag == A.U_PURE:
+        if tag == U_PURE:
             return node.a, env, None
-        if tag == A.U_BLOCK:
+        if tag == U_BLOCK:
             stack.append((K_BLOCK, node, 0, env))
             stack.append((K_EXEC,))
             return node.a[0][1], env, None
-        if tag == A.U_EMBED:
+        if tag == U_EMBED:
             stack.append((K_EXEC,))
             return node.a, env, None
-        if tag == A.U_GET_TIME:
+        if tag == U_GET_TIME:
             return None, env, self.ledger_time
-        if tag == A.U_TRY:
+        if tag == U_TRY:
             stack.append((K_TRY, node, env, self.state.snapshot(), self.authorizers))
             stack.append((K_EXEC,))
             return node.a, env, None
@@ -670,20 +732,20 @@ class Machine:
     def _ledger_action(self, node: Any, values: list[Any], stack: list[Any]
                        ) -> tuple[A.Expr | None, dict[str, Any], Any]:
         tag = node.tag
-        if tag == A.U_CREATE:
+        if tag == U_CREATE:
             return None, {}, self.create(node.a, values[0])
-        if tag == A.U_CREATE_INTERFACE:
+        if tag == U_CREATE_INTERFACE:
             record = values[0]
             return None, {}, self.create(record.tycon, record)
-        if tag == A.U_EXERCISE:
+        if tag == U_EXERCISE:
             return self._exercise(node.a, node.b, values[0], values[1], None, stack)
-        if tag == A.U_EXERCISE_BY_KEY:
+        if tag == U_EXERCISE_BY_KEY:
             cid = self.lookup_key(node.a, values[0])
             if cid is None:
                 raise ContractKeyNotFound(f"dependency error: couldn't find key "
                                           f"{node.a.qualified_name} {values[0]!r}")
             return self._exercise(node.a, node.b, cid, values[1], None, stack)
-        if tag == A.U_EXERCISE_INTERFACE:
+        if tag == U_EXERCISE_INTERFACE:
             cid, arg = values[0], values[1]
             guard = values[2] if len(values) > 2 else None
             if guard is not None:
@@ -691,17 +753,17 @@ class Machine:
                 stack.append((K_GUARD, (node.a, node.a, node.b, cid, arg, node.a)))
                 return self._apply(guard, (contract.argument,), stack)
             return self._exercise(node.a, node.b, cid, arg, node.a, stack)
-        if tag == A.U_FETCH:
+        if tag == U_FETCH:
             return None, {}, self.fetch_contract(values[0], node.a).argument
-        if tag == A.U_FETCH_INTERFACE:
+        if tag == U_FETCH_INTERFACE:
             contract = self.fetch_contract(values[0], None)
             self.implementation(node.a, contract.template_id)
             return None, {}, contract.argument
-        if tag == A.U_LOOKUP_BY_KEY:
+        if tag == U_LOOKUP_BY_KEY:
             self._check_key_authorization(node.a, values[0])
             cid = self.lookup_key(node.a, values[0])
             return None, {}, Some(cid) if cid is not None else None
-        if tag == A.U_FETCH_BY_KEY:
+        if tag == U_FETCH_BY_KEY:
             cid = self.lookup_key(node.a, values[0])
             if cid is None:
                 raise ContractKeyNotFound(f"dependency error: couldn't find key "
@@ -882,21 +944,21 @@ class Machine:
                         stack: list[Any]) -> tuple[A.Expr | None, dict[str, Any], Any]:
         tag = node.tag
         payload = values[-1]
-        if tag in (A.E_TO_INTERFACE, A.E_TO_REQUIRED_INTERFACE):
+        if tag in (E_TO_INTERFACE, E_TO_REQUIRED_INTERFACE):
             return None, env, payload
-        if tag == A.E_FROM_INTERFACE:
+        if tag == E_FROM_INTERFACE:
             return None, env, Some(payload) if payload.tycon == node.b else None
-        if tag == A.E_UNSAFE_FROM_INTERFACE:
+        if tag == E_UNSAFE_FROM_INTERFACE:
             if payload.tycon != node.b:
                 raise WronglyTypedContract(f"Contract {values[0]} is not of template "
                                            f"{node.b.qualified_name}")
             return None, env, payload
-        if tag in (A.E_FROM_REQUIRED_INTERFACE, A.E_UNSAFE_FROM_REQUIRED_INTERFACE):
+        if tag in (E_FROM_REQUIRED_INTERFACE, E_UNSAFE_FROM_REQUIRED_INTERFACE):
             template = self.packages.template(payload.tycon)
             interface = self.packages.find_interface(node.b)
             implements = node.b in template.implements or (
                 interface is not None and payload.tycon in interface.co_implements)
-            if tag == A.E_FROM_REQUIRED_INTERFACE:
+            if tag == E_FROM_REQUIRED_INTERFACE:
                 return None, env, Some(payload) if implements else None
             if not implements:
                 raise WronglyTypedContract(f"Contract {values[0]} does not implement "
@@ -904,18 +966,18 @@ class Machine:
             return None, env, payload
         template = self.packages.template(payload.tycon)
         template_env = {template.param: payload}
-        if tag == A.E_INTERFACE_TYPE_REP:
+        if tag == E_INTERFACE_TYPE_REP:
             return None, env, TypeRep(A.TCon(payload.tycon))
-        if tag == A.E_SIGNATORY_INTERFACE:
+        if tag == E_SIGNATORY_INTERFACE:
             return template.signatories, template_env, None
-        if tag == A.E_OBSERVER_INTERFACE:
+        if tag == E_OBSERVER_INTERFACE:
             return template.observers, template_env, None
         instance = self.implementation(node.a, payload.tycon)
-        if tag == A.E_VIEW_INTERFACE:
+        if tag == E_VIEW_INTERFACE:
             if instance.view is None:
                 raise EngineError(f"interface {node.a.qualified_name} has no view")
             return instance.view, template_env, None
-        if tag == A.E_CALL_INTERFACE:
+        if tag == E_CALL_INTERFACE:
             method = instance.methods.get(node.b)
             if method is None:
                 raise EngineError(f"method {node.b} of {node.a.qualified_name} is not "
@@ -926,45 +988,45 @@ class Machine:
 
 _MISSING = object()
 _INTERFACE_TAGS = frozenset({
-    A.E_TO_INTERFACE, A.E_FROM_INTERFACE, A.E_UNSAFE_FROM_INTERFACE, A.E_CALL_INTERFACE,
-    A.E_VIEW_INTERFACE, A.E_SIGNATORY_INTERFACE, A.E_OBSERVER_INTERFACE,
-    A.E_INTERFACE_TYPE_REP, A.E_TO_REQUIRED_INTERFACE, A.E_FROM_REQUIRED_INTERFACE,
-    A.E_UNSAFE_FROM_REQUIRED_INTERFACE,
+    E_TO_INTERFACE, E_FROM_INTERFACE, E_UNSAFE_FROM_INTERFACE, E_CALL_INTERFACE,
+    E_VIEW_INTERFACE, E_SIGNATORY_INTERFACE, E_OBSERVER_INTERFACE,
+    E_INTERFACE_TYPE_REP, E_TO_REQUIRED_INTERFACE, E_FROM_REQUIRED_INTERFACE,
+    E_UNSAFE_FROM_REQUIRED_INTERFACE,
 })
 
 
 def _sub_expressions(node: Any) -> tuple[A.Expr, ...]:
     """Operands a node evaluates, in evaluation order."""
     tag = node.tag
-    if tag == A.E_APP:
+    if tag == E_APP:
         return (node.a, *node.b)
-    if tag == A.E_RECCON or tag == A.E_STRUCTCON:
+    if tag in (E_RECCON, E_STRUCTCON):
         return tuple(node.c)
-    if tag in (A.E_RECPROJ, A.E_STRUCTPROJ):
+    if tag in (E_RECPROJ, E_STRUCTPROJ):
         return (node.c,)
-    if tag in (A.E_RECUPD, A.E_STRUCTUPD):
+    if tag in (E_RECUPD, E_STRUCTUPD):
         return (node.c, node.d)
-    if tag == A.E_VARCON:
+    if tag == E_VARCON:
         return (node.c,)
-    if tag == A.E_CONS:
+    if tag == E_CONS:
         return (*node.a, node.b)
-    if tag == A.E_SOME:
+    if tag == E_SOME:
         return (node.a,)
-    if tag in (A.E_TO_ANY, A.E_FROM_ANY, A.E_TO_ANY_EXCEPTION, A.E_FROM_ANY_EXCEPTION,
-               A.E_THROW):
+    if tag in (E_TO_ANY, E_FROM_ANY, E_TO_ANY_EXCEPTION, E_FROM_ANY_EXCEPTION,
+               E_THROW):
         return (node.b,)
-    if tag in (A.E_UNSAFE_FROM_INTERFACE, A.E_UNSAFE_FROM_REQUIRED_INTERFACE):
+    if tag in (E_UNSAFE_FROM_INTERFACE, E_UNSAFE_FROM_REQUIRED_INTERFACE):
         return (node.c, node.d)
     if tag in _INTERFACE_TAGS:
         return (node.c,)
-    if tag in (A.U_CREATE, A.U_CREATE_INTERFACE):
+    if tag in (U_CREATE, U_CREATE_INTERFACE):
         return (node.b,)
-    if tag in (A.U_EXERCISE, A.U_EXERCISE_BY_KEY):
+    if tag in (U_EXERCISE, U_EXERCISE_BY_KEY):
         return (node.c, node.d)
-    if tag == A.U_EXERCISE_INTERFACE:
+    if tag == U_EXERCISE_INTERFACE:
         arg, guard = node.d
         return (node.c, arg) if guard is None else (node.c, arg, guard)
-    if tag in (A.U_FETCH, A.U_FETCH_INTERFACE, A.U_LOOKUP_BY_KEY, A.U_FETCH_BY_KEY):
+    if tag in (U_FETCH, U_FETCH_INTERFACE, U_LOOKUP_BY_KEY, U_FETCH_BY_KEY):
         return (node.c,)
     raise EngineError(f"internal error: no operands for node {node!r}")
 
