@@ -97,15 +97,22 @@ def effective_values(scenario: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    home = tmp_path_factory.mktemp("helm-home")
-    explicit = os.environ.get("HELM")
-    if explicit:
-        return Helm(Path(explicit), home)
+def pinned_helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The helm v4 that scripts/fetch_helm.py pins, whatever `$HELM` says."""
     fetched = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "fetch_helm.py")],
                              capture_output=True, text=True, timeout=300, check=False)
     assert fetched.returncode == 0, f"could not fetch helm: {fetched.stderr}"
-    return Helm(Path(fetched.stdout.strip()), home)
+    return Helm(Path(fetched.stdout.strip()), tmp_path_factory.mktemp("helm-home"))
+
+
+@pytest.fixture(scope="session")
+def helm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """`$HELM` when set (e.g. to run the suite with helm v3 too), else the pinned helm v4."""
+    explicit = os.environ.get("HELM")
+    if explicit:
+        return Helm(Path(explicit), tmp_path_factory.mktemp("helm-home"))
+    pinned: Helm = request.getfixturevalue("pinned_helm")
+    return pinned
 
 
 def render(helm: Helm, scenario: str, kube_version: str = KUBE_VERSIONS[0]) -> Rendered:

@@ -87,9 +87,9 @@ def test_commands_the_chart_runs_exist(helm: Helm) -> None:
     assert modules == {"cairn.stack", "cairn.stack.edge", "cairn.auth", "cairn.project",
                        "cairn.component", "cairn.ledger"}
     for module in modules:
-        spec = importlib.util.find_spec(module)
-        assert spec is not None, module
-        if spec.submodule_search_locations is not None:  # a package runs its __main__
+        found = importlib.util.find_spec(module)
+        assert found is not None, module
+        if found.submodule_search_locations is not None:  # a package runs its __main__
             assert importlib.util.find_spec(f"{module}.__main__") is not None, module
     assert final_stage("CMD") == ['["python", "-m", "cairn.stack"]']
 
