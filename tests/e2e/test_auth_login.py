@@ -83,7 +83,7 @@ def _handler(state: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             parsed = parse_qs(self.rfile.read(length).decode())
             return {k: v[0] for k, v in parsed.items()}
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             state.requests.append(f"GET {url.path}")
             if url.path == "/user":
@@ -102,12 +102,13 @@ def _handler(state: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 assert query["client_id"] == CLIENT_ID
                 code = uuid.uuid4().hex
                 state.codes[code] = state.approving
-                target = f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query['state']})}"
+                back = urlencode({"code": code, "state": query["state"]})
+                target = f"{query['redirect_uri']}?{back}"
                 self._reply(302, {}, {"Location": target})
             else:
                 self._reply(404, {"message": "Not Found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             url = urlsplit(self.path)
             state.requests.append(f"POST {url.path}")
             form = self._form()

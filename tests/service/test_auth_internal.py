@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -69,7 +70,7 @@ async def internal(redis: aioredis.Redis) -> AsyncIterator[Internal]:
                                 style=ErrorStyle.GOLEM)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     yield Internal(server, store, pb_grpc.AuthServiceStub(channel), root_token)
-    await channel.close()
+    await channel.close(None)
     await server.stop(0)
 
 
@@ -109,7 +110,8 @@ async def expect_limit(internal: Internal, request: pb.RecordComponentUsageReque
         await internal.stub.RecordComponentUsage(request, metadata=SERVICE)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert err.value.details() == message
-    trailers = dict(err.value.trailing_metadata() or ())
+    # grpc.aio gives (key, value) pairs; its type stubs say otherwise.
+    trailers = dict(cast(Any, err.value.trailing_metadata()))
     assert trailers["x-http-status"] == "403"
 
 
