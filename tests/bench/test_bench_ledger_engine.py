@@ -73,7 +73,10 @@ def test_bench_dar_load(shared_fixtures: Path) -> None:
             load_dar(payload)
 
         measure(f"load_dar {name} (cold cache)", 5, cold_load)
-        measure(f"load_dar {name} (packages cached)", 5, lambda payload=data: load_dar(payload))
+        def warm_load(payload: bytes = data) -> None:
+            load_dar(payload)
+
+        measure(f"load_dar {name} (packages cached)", 5, warm_load)
 
 
 def test_bench_iou_commands(shared_fixtures: Path) -> None:
@@ -133,6 +136,10 @@ def test_bench_fibonacci(shared_fixtures: Path) -> None:
         fib_id, codec.decode(TCon(fib_id), {"owner": "Alice"}), act_as=["Alice"])).created[0]
     arg_type = engine.choice(fib_id, "InefficientFibonacci_NcCompute").arg_type
     for n in (10, 15, 20):
-        measure(f"InefficientFibonacci_NcCompute value={n}", 3, lambda n=n: engine.exercise(
-            contract.contract_id, "InefficientFibonacci_NcCompute",
-            codec.decode(arg_type, {"value": n}), act_as=["Alice"], ledger=ledger))
+
+        def compute(value: int = n) -> None:
+            engine.exercise(contract.contract_id, "InefficientFibonacci_NcCompute",
+                            codec.decode(arg_type, {"value": value}), act_as=["Alice"],
+                            ledger=ledger)
+
+        measure(f"InefficientFibonacci_NcCompute value={n}", 3, compute)
