@@ -1,0 +1,223 @@
+"""The chart's pods as processes: what `helm install` + `helm test` would do, minus the cluster.
+
+Every container the chart renders is started here with exactly the environment its pod would
+get (ConfigMap through envFrom, Secret values resolved from the rendered Secrets, so the generated
+root token really flows from the chart to the auth service and to the test Pod). Only what a
+cluster provides is stood in for: Service DNS names become 127.0.0.1, listeners bind loopback
+instead of 0.0.0.0, an emptyDir becomes a temporary directory, and Redis and S3 are a local
+redis-server and moto server given to the chart as external stores. Readiness is checked the way
+the kubelet would, with the probe each Deployment declares; then the `helm test` Pod's own script
+runs against the stack, and SIGTERM must stop every pod well within its grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from base64 import b64decode
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from cairn.runtime.server import CAIRN_SERVICES
+from cairn.stack.launcher import REPO_ROOT, _http_ok, _serving, free_port
+
+from .conftest import RELEASE, Helm, Rendered, effective_values
+
+pytestmark = pytest.mark.e2e
+
+FULLNAME = f"{RELEASE}-cairn"
+
+
+@dataclass
+class Pod:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def loopback(address: str) -> str:
+    """`<release>-cairn-<svc>:<port>` -> `127.0.0.1:<port>`: what cluster DNS would resolve."""
+    host, _, port = address.rpartition(":")
+    assert host.startswith(f"{FULLNAME}-"), address
+    return f"127.0.0.1:{port}"
+
+
+def container_env(rendered: Rendered, spec: dict[str, Any]) -> dict[str, str]:
+    """The environment the kubelet would give the pod's only container."""
+    secrets = {s["metadata"]["name"]: s["data"] for s in rendered.of_kind("Secret")}
+    (container,) = spec["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(rendered.get("ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = b64decode(secrets[ref["name"]][ref["key"]]).decode()
+    return env
+
+
+def localize(env: dict[str, str], run_dir: Path) -> dict[str, str]:
+    local = dict(env)
+    for key, value in env.items():
+        if key.endswith("_ADDR"):
+            local[key] = loopback(value)
+    local.update(
+        CAIRN_BIND_HOST="127.0.0.1",  # this machine allows loopback only
+        CAIRN_RUN_DIR=str(run_dir),
+        CAIRN_LOG_FORMAT="console",
+        PATH=os.environ.get("PATH", ""),
+        TMPDIR=str(run_dir),
+    )
+    return local
+
+
+def wait_until(ready: Any, pod: Pod, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if pod.process.poll() is not None:
+            pytest.fail(f"{pod.name} exited ({pod.process.returncode}):\n{pod.log_tail()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{pod.name} not ready ({what}) in {timeout}s:\n{pod.log_tail()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _http_ok(f"http://127.0.0.1:{port}/moto-api/"):
+            assert process.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@dataclass
+class ChartStack:
+    rendered: Rendered
+    pods: dict[str, Pod]
+    run_dir: Path
+
+
+@pytest.fixture(scope="module")
+def chart_stack(
+    helm: Helm, redis_url: str, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChartStack]:
+    ports = {name: free_port() for name in CAIRN_SERVICES}
+    http_port, admin_port = free_port(), free_port()
+    overrides = [
+        "redis.enabled=false", f"externalRedis.url={redis_url}",
+        "minio.enabled=false", f"externalS3.endpoint={moto_endpoint}", "externalS3.secure=false",
+        "externalS3.accessKey=testing", "externalS3.secretKey=testing",
+        f"envoy.httpPort={http_port}", f"envoy.adminPort={admin_port}",
+        f"envoy.service.port={http_port}",
+        *[f"services.{name}.port={port}" for name, port in ports.items()],
+    ]
+    result = helm.template(set_values=overrides)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    values = effective_values("default")
+    for name, port in ports.items():
+        values["services"][name]["port"] = port
+    rendered = Rendered("chart-stack", values, docs)
+    run_dir = tmp_path_factory.mktemp("chart-stack")
+    pods: dict[str, Pod] = {}
+
+    def start(name: str, argv: list[str], env: dict[str, str]) -> Pod:
+        pod_dir = run_dir / name
+        pod_dir.mkdir()
+        log_path = pod_dir / "pod.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(argv, env=localize(env, pod_dir), cwd=REPO_ROOT,
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        pods[name] = Pod(name, process, log_path, log)
+        return pods[name]
+
+    try:
+        # auth first: the other services resolve callers through it, as Envoy's ext_authz does.
+        for service in ("auth", "project", "component", "ledger"):
+            spec = rendered.get("Deployment", f"{FULLNAME}-{service}")["spec"]["template"]["spec"]
+            (container,) = spec["containers"]
+            probe = container["readinessProbe"]["grpc"]
+            pod = start(service, [sys.executable, *container["command"][1:]],
+                        container_env(rendered, spec))
+            wait_until(lambda p=probe: _serving(f"127.0.0.1:{p['port']}", p["service"]), pod,
+                       "gRPC readiness probe")
+        spec = rendered.get("Deployment", f"{FULLNAME}-envoy")["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        pod = start("envoy", [sys.executable, *container["command"][1:]],
+                    container_env(rendered, spec))
+        ready = container["readinessProbe"]["httpGet"]
+        assert ready["port"] == "admin"
+        wait_until(lambda: _http_ok(f"http://127.0.0.1:{admin_port}{ready['path']}"), pod,
+                   "admin /ready")
+        yield ChartStack(rendered, pods, run_dir)
+    finally:
+        for pod in pods.values():
+            if pod.process.poll() is None:
+                pod.process.kill()
+                pod.process.wait(10)
+            pod.log.close()
+
+
+def test_helm_test_pod_script_passes_against_the_chart_configured_stack(
+    chart_stack: ChartStack,
+) -> None:
+    (test_pod,) = chart_stack.rendered.of_kind("Pod")
+    env = container_env(chart_stack.rendered, test_pod["spec"])
+    api_host = env["CAIRN_TEST_API"].removeprefix("http://")
+    env["CAIRN_TEST_API"] = "http://" + loopback(api_host)
+    env["CAIRN_TEST_SERVICES"] = " ".join(
+        f"{loopback(address)}={service}"
+        for address, service in (p.split("=") for p in env["CAIRN_TEST_SERVICES"].split())
+    )
+    env["PATH"] = os.environ.get("PATH", "")
+    (container,) = test_pod["spec"]["containers"]
+    result = subprocess.run(
+        [sys.executable, *container["command"][1:], *container["args"]], env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    assert "GET /v1/projects with the root token: 200" in lines
+    assert "GET /v1/projects without a token: 401" in lines
+    for name, health in CAIRN_SERVICES.items():
+        port = chart_stack.rendered.values["services"][name]["port"]
+        assert f"{health} at 127.0.0.1:{port}: SERVING" in lines
+
+
+def test_every_pod_stops_on_sigterm_within_its_grace_period(chart_stack: ChartStack) -> None:
+    grace = chart_stack.rendered.values["terminationGracePeriodSeconds"]
+    for pod in chart_stack.pods.values():
+        pod.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pod in chart_stack.pods.values():
+        try:
+            code = pod.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{pod.name} outlived terminationGracePeriodSeconds={grace}")
+        assert code == 0, f"{pod.name} exited {code}:\n{pod.log_tail()}"
