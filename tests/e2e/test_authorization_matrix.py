@@ -15,7 +15,9 @@ Rules (Golem's, see docs/auth.md):
 * POLICY: the policy's creator, an admin or a holder of a grant using it; otherwise 404.
 * PUBLIC: the login bootstrap routes, open to everyone (logins are disabled in this stack: 409).
 
-To add the component endpoints, append `Row`s with `rule=Rule.PROJECT` and their action.
+The Component API rows are PROJECT rows too: the component service asks the project service's
+AuthorizeProjectAction, so owner, grants and admin apply there unchanged. New endpoints are one
+`Row` each.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -80,6 +83,14 @@ class World:
     first_owner_token: dict[str, Any]
     grant_actions: tuple[ProjectAction, ...]
     without_actions: tuple[ProjectAction, ...]
+    # The owner's component in the shared project (component rows only) and its binary.
+    component: dict[str, Any] | None = None
+    wasm: bytes = b""
+
+    @property
+    def component_id(self) -> str:
+        assert self.component is not None
+        return str(self.component["versionedComponentId"]["componentId"])
 
     def sees_shared_project(self, caller: Caller) -> bool:
         """The owner and grantees whose policy has any action see the shared project."""
@@ -124,8 +135,9 @@ class World:
         ]
 
 
-def build_world(stack: RunningStack, client: httpx.Client, action: ProjectAction | None
-                ) -> World:
+def build_world(stack: RunningStack, client: httpx.Client, action: ProjectAction | None,
+                wasm: bytes = b"") -> World:
+    """`wasm`: also create a component from it in the shared project (for component rows)."""
     root = {"Authorization": f"Bearer {stack.root_token}"}
 
     def post(path: str, body: Any, headers: dict[str, str] = root) -> Any:
@@ -169,11 +181,24 @@ def build_world(stack: RunningStack, client: httpx.Client, action: ProjectAction
     bystander_grant = post(f"/v1/projects/{pid}/grants", {
         "granteeAccountId": bystander["id"], "projectPolicyId": policy_with["id"],
         "projectActions": []}, owner)
-    return World(
+    world = World(
         client, stack.root_token, secrets, ids, pid, grant_with["id"], grant_without["id"],
         policy_with["id"], policy_without["id"], bystander["id"], bystander_grant["id"],
         extra["data"], expired["data"], tokens[Caller.OWNER], with_actions, without,
     )
+    if wasm:
+        made = client.post("/v1/components", headers=owner, **component_form("shared-c", pid, wasm))
+        assert made.status_code == 200, made.text
+        world.component, world.wasm = made.json(), wasm
+    return world
+
+
+def component_form(name: str, project_id: str, wasm: bytes) -> dict[str, Any]:
+    """httpx arguments of a Component API multipart create."""
+    return {
+        "data": {"query": json.dumps({"projectId": project_id, "componentName": name})},
+        "files": {"component": ("c.wasm", wasm, "application/octet-stream")},
+    }
 
 
 Check = Callable[[World, Caller, httpx.Response], None]
@@ -192,6 +217,10 @@ class Row:
     params: dict[str, str] | None = None
     # Changes the world: every cell gets a fresh one.
     destructive: bool = False
+    # The world needs a component in the shared project.
+    needs_component: bool = False
+    # Extra httpx arguments (e.g. multipart `data`/`files`), made per world.
+    request: Callable[[World], dict[str, Any]] | None = None
 
 
 def body_is(expected: Callable[[World, Caller], Any]) -> Check:
@@ -323,6 +352,48 @@ def check_plan(world: World, caller: Caller, reply: httpx.Response) -> None:
     assert reply.json()["planId"] == PLAN_ID and reply.json()["planData"]["projectLimit"] == 100
 
 
+def check_component_list(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert (reply.status_code, reply.text) == (200, exact([world.component]))
+
+
+def check_component_versions(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert (reply.status_code, reply.text) == (200, exact([world.component]))
+
+
+def check_component(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert (reply.status_code, reply.text) == (200, exact(world.component))
+
+
+def check_download(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert reply.status_code == 200
+    assert reply.content == world.wasm
+
+
+def check_new_component(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert reply.status_code == 200, reply.text
+    made = reply.json()
+    assert (made["componentName"], made["projectId"]) == ("new-c", world.project_id)
+    assert made["versionedComponentId"]["version"] == 0
+
+
+def check_new_version(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert reply.status_code == 200, reply.text
+    made = reply.json()
+    assert made["versionedComponentId"] == {"componentId": world.component_id, "version": 1}
+    assert made["projectId"] == world.project_id
+
+
+def check_no_plugins(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert (reply.status_code, reply.text) == (200, "[]")
+
+
+def check_new_installation(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert reply.status_code == 200, reply.text
+    made = reply.json()
+    assert made == {"id": made["id"], "name": "p", "version": "1", "priority": 1,
+                    "parameters": {}}
+
+
 P = ProjectAction
 ROWS: tuple[Row, ...] = (
     # --- Project API
@@ -413,6 +484,39 @@ ROWS: tuple[Row, ...] = (
         empty_object, params={"code": "c", "state": "s"}),
     Row("web poll", "GET", lambda w: "/v1/login/oauth2/web/poll", Rule.PUBLIC, empty_object,
         params={"state": "s"}),
+    # --- Component API (the component service asks the project service's ProjectAccess)
+    Row("list components", "GET", lambda w: "/v1/components", Rule.PROJECT,
+        check_component_list, action=P.VIEW_COMPONENT, needs_component=True,
+        request=lambda w: {"params": {"project-id": w.project_id}}),
+    Row("create component", "POST", lambda w: "/v1/components", Rule.PROJECT,
+        check_new_component, action=P.CREATE_COMPONENT, needs_component=True, destructive=True,
+        request=lambda w: component_form("new-c", w.project_id, w.wasm)),
+    Row("component versions", "GET", lambda w: f"/v1/components/{w.component_id}",
+        Rule.PROJECT, check_component_versions, action=P.VIEW_COMPONENT, needs_component=True),
+    Row("latest component", "GET", lambda w: f"/v1/components/{w.component_id}/latest",
+        Rule.PROJECT, check_component, action=P.VIEW_COMPONENT, needs_component=True),
+    Row("component version", "GET", lambda w: f"/v1/components/{w.component_id}/versions/0",
+        Rule.PROJECT, check_component, action=P.VIEW_COMPONENT, needs_component=True),
+    Row("download component", "GET", lambda w: f"/v1/components/{w.component_id}/download",
+        Rule.PROJECT, check_download, action=P.VIEW_COMPONENT, needs_component=True),
+    Row("upload component", "PUT", lambda w: f"/v1/components/{w.component_id}/upload",
+        Rule.PROJECT, check_new_version, action=P.UPDATE_COMPONENT, needs_component=True,
+        destructive=True,
+        request=lambda w: {"content": w.wasm,
+                           "headers": {"Content-Type": "application/octet-stream"}}),
+    Row("update component", "POST", lambda w: f"/v1/components/{w.component_id}/updates",
+        Rule.PROJECT, check_new_version, action=P.UPDATE_COMPONENT, needs_component=True,
+        destructive=True,
+        request=lambda w: {"files": {"component": ("c.wasm", w.wasm,
+                                                   "application/octet-stream")}}),
+    Row("list plugin installations", "GET",
+        lambda w: f"/v1/components/{w.component_id}/versions/0/plugins/installs", Rule.PROJECT,
+        check_no_plugins, action=P.VIEW_PLUGIN_INSTALLATIONS, needs_component=True),
+    Row("install plugin", "POST",
+        lambda w: f"/v1/components/{w.component_id}/latest/plugins/installs", Rule.PROJECT,
+        check_new_installation, action=P.CREATE_PLUGIN_INSTALLATION, needs_component=True,
+        destructive=True,
+        body=lambda w, c: {"name": "p", "version": "1", "priority": 1, "parameters": {}}),
 )
 
 
@@ -457,20 +561,27 @@ def worlds() -> dict[str, World]:
     return {}
 
 
+@pytest.fixture(scope="module")
+def wasm(shared_fixtures: Path) -> bytes:
+    """A small real component (Golem's rust-echo test component)."""
+    return (shared_fixtures / "golem" / "wasm" / "rust-echo.wasm").read_bytes()
+
+
 @pytest.mark.parametrize("caller", CALLERS, ids=[c.value for c in CALLERS])
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_cell(
     row: Row, caller: Caller, stack: RunningStack, client: httpx.Client,
-    worlds: dict[str, World],
+    worlds: dict[str, World], wasm: bytes,
 ) -> None:
+    component = wasm if row.needs_component else b""
     if row.name not in worlds:
-        worlds[row.name] = build_world(stack, client, row.action)
+        worlds[row.name] = build_world(stack, client, row.action, component)
     world = worlds[row.name]
     denial = expected_denial(row, world, caller)
     # A refused call changes nothing (were it to, the row's next cells would notice), so only
     # a call that must succeed and change things gets a world of its own.
     if denial is None and row.destructive:
-        world = build_world(stack, client, row.action)
+        world = build_world(stack, client, row.action, component)
         denial = expected_denial(row, world, caller)
     kwargs: dict[str, Any] = {}
     if row.params:
@@ -480,6 +591,8 @@ def test_cell(
     if row.content is not None:
         kwargs["content"] = row.content
         kwargs["headers"] = {"Content-Type": "application/json"}
+    if row.request is not None:
+        kwargs.update(row.request(world))
     reply = world.call(caller, row.method, row.path(world), **kwargs)
     if denial is None:
         row.ok(world, caller, reply)
