@@ -15,7 +15,7 @@ from cairn.ledger.lf import errors
 from cairn.ledger.lf.ast import Identifier, PrimType, TBuiltin, TCon, Type
 from cairn.ledger.lf.dar import Dar, load_dar
 from cairn.ledger.lf.engine import Contract, CreatedEvent, Engine, ExercisedEvent, Transaction
-from cairn.ledger.lf.value import Some, value_key
+from cairn.ledger.lf.value import Record, Some, value_key
 
 ENCODER_DARS = ["test-1.6.dar", "test-1.7.dar", "test-1.8.dar", "test-1.11.dar",
                 "test-1.12.dar", "test-1.13.dar", "test-1.14.dar", "test-1.15.dar",
@@ -216,8 +216,32 @@ def test_iou_split_and_merge(model: Fixture) -> None:
 
 def test_exercise_by_wrong_controller_is_rejected(model: Fixture) -> None:
     iou = model.create("Iou:Iou", IOU, act_as=["Bank", "Alice"])
+    # Carol observes the Iou (so she can see it) but is not its controller.
     with pytest.raises(errors.AuthorizationError, match="requires authorization from Alice"):
-        model.exercise(iou, "Iou_Transfer", {"newOwner": "Bob"}, act_as=["Bob"])
+        model.exercise(iou, "Iou_Transfer", {"newOwner": "Bob"}, act_as=["Carol"])
+
+
+def test_contracts_invisible_to_the_submitters_are_not_found(model: Fixture) -> None:
+    iou = model.create("Iou:Iou", IOU, act_as=["Bank", "Alice"])
+    with pytest.raises(errors.ContractNotFound, match="Contract could not be found"):
+        model.exercise(iou, "Iou_Transfer", {"newOwner": "Bob"}, act_as=["Mallory"])
+    # readAs widens what the command can see, not what it may authorize.
+    with pytest.raises(errors.AuthorizationError):
+        arg_type = model.engine.choice(iou.template_id, "Iou_Transfer").arg_type
+        model.engine.exercise(iou.contract_id, "Iou_Transfer",
+                              model.codec.decode(arg_type, {"newOwner": "Bob"}),
+                              act_as=["Mallory"], read_as=["Alice"], ledger=model.ledger)
+
+
+def test_values_nested_deeper_than_100_are_rejected(model: Fixture) -> None:
+    template_id = model.ident("Iou:Iou")
+    argument = model.codec.decode(TCon(template_id), IOU)
+    deep: Any = argument
+    for _ in range(101):
+        deep = Some(deep)
+    nested = Record(template_id, argument.fields, (*argument.values[:4], (deep,)))
+    with pytest.raises(errors.InvalidArgument, match="maximum nesting depth of 100"):
+        model.engine.create(template_id, nested, act_as=["Bank", "Alice"])
 
 
 def test_archived_contract_cannot_be_exercised(model: Fixture) -> None:
@@ -357,8 +381,12 @@ def test_interface_choice_and_view(semantic: Fixture) -> None:
 # ------------------------------------------------------------------------------ evaluation depth
 def test_deep_recursion_does_not_use_the_python_stack(semantic: Fixture) -> None:
     handler = semantic.create("DeeplyNestedValue:Handler", {"party": "Alice"}, act_as=["Alice"])
-    tx = semantic.exercise(handler, "ConstructThenDestruct", {"i": 5000}, act_as=["Alice"])
-    assert tx.result == 5000
+    tx = semantic.exercise(handler, "ConstructThenDestruct", {"i": 90}, act_as=["Alice"])
+    assert tx.result == 90
+    # 5,000 levels of recursive construction evaluate fine; passing the result to the
+    # nested `Destruct` exercise then hits the LF value nesting limit, as on a real ledger.
+    with pytest.raises(errors.InvalidArgument, match="maximum nesting depth"):
+        semantic.exercise(handler, "ConstructThenDestruct", {"i": 5000}, act_as=["Alice"])
 
 
 def test_fibonacci_choice(shared_fixtures: Path) -> None:

@@ -95,12 +95,14 @@ class Engine:
 
     # ------------------------------------------------------------------ commands
     def _machine(self, act_as: Iterable[str], ledger: LedgerView | None,
-                 ledger_time: int | None, new_contract_id: Callable[[], str] | None) -> Machine:
+                 ledger_time: int | None, new_contract_id: Callable[[], str] | None,
+                 read_as: Iterable[str] = ()) -> Machine:
         parties = frozenset(act_as)
         if not parties:
             raise InvalidArgument("Expected one or more parties in actAs but got none")
         return Machine(self.packages, self._value_cache, ledger or EmptyLedger(), parties,
-                       _now_micros() if ledger_time is None else ledger_time, new_contract_id)
+                       _now_micros() if ledger_time is None else ledger_time, new_contract_id,
+                       frozenset(read_as))
 
     def _transaction(self, machine: Machine, result: Any) -> Transaction:
         state = machine.state
@@ -126,7 +128,7 @@ class Engine:
                ledger_time: int | None = None,
                new_contract_id: Callable[[], str] | None = None) -> Transaction:
         """Create one contract; `Transaction.result` is its contract id."""
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id)
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
         return self._run(machine, lambda: machine.create(template_id, argument))
 
     def exercise(self, contract_id: str, choice: str, argument: Any, *, act_as: Iterable[str],
@@ -139,7 +141,7 @@ class Engine:
         Without `template_id` the contract's own template is used; with `interface_id` the
         choice is looked up on that interface.
         """
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id)
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
 
         def command() -> Any:
             contract = machine.fetch_contract(contract_id, None)
@@ -152,7 +154,7 @@ class Engine:
                         act_as: Iterable[str], ledger: LedgerView, read_as: Iterable[str] = (),
                         ledger_time: int | None = None,
                         new_contract_id: Callable[[], str] | None = None) -> Transaction:
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id)
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
 
         def command() -> Any:
             contract_id = machine.lookup_key(template_id, key)
@@ -170,7 +172,7 @@ class Engine:
                             ledger: LedgerView | None = None, read_as: Iterable[str] = (),
                             ledger_time: int | None = None,
                             new_contract_id: Callable[[], str] | None = None) -> Transaction:
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id)
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
 
         def command() -> Any:
             contract_id = machine.create(template_id, argument)

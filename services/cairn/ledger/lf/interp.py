@@ -103,6 +103,7 @@ from cairn.ledger.lf.value import (
     AnyException,
     AnyValue,
     Enum,
+    GenMap,
     Record,
     Some,
     Struct,
@@ -215,6 +216,7 @@ class ExercisedEvent:
     consuming: bool
     acting_parties: tuple[str, ...]
     interface_id: Identifier | None = None
+    choice_observers: tuple[str, ...] = ()
     children: list[Event] = field(default_factory=list)
     result: Any = None
 
@@ -308,11 +310,14 @@ class Machine:
 
     def __init__(self, packages: PackageSet, value_cache: dict[Identifier, Any],
                  ledger: LedgerView, authorizers: frozenset[str], ledger_time: int,
-                 new_contract_id: Callable[[], str] | None = None) -> None:
+                 new_contract_id: Callable[[], str] | None = None,
+                 readers: frozenset[str] = frozenset()) -> None:
         self.packages = packages
         self.values = value_cache
         self.ledger = ledger
         self.authorizers = authorizers
+        # Parties whose view of the ledger the command may use (actAs and readAs).
+        self.readers = authorizers | readers
         self.ledger_time = ledger_time
         self.state = _TxState()
         self.roots = self.state.children
@@ -754,10 +759,13 @@ class Machine:
                 return self._apply(guard, (contract.argument,), stack)
             return self._exercise(node.a, node.b, cid, arg, node.a, stack)
         if tag == U_FETCH:
-            return None, {}, self.fetch_contract(values[0], node.a).argument
+            contract = self.fetch_contract(values[0], node.a)
+            self._check_fetch_authorization(contract)
+            return None, {}, contract.argument
         if tag == U_FETCH_INTERFACE:
             contract = self.fetch_contract(values[0], None)
             self.implementation(node.a, contract.template_id)
+            self._check_fetch_authorization(contract)
             return None, {}, contract.argument
         if tag == U_LOOKUP_BY_KEY:
             self._check_key_authorization(node.a, values[0])
@@ -769,6 +777,7 @@ class Machine:
                 raise ContractKeyNotFound(f"dependency error: couldn't find key "
                                           f"{node.a.qualified_name} {values[0]!r}")
             contract = self.fetch_contract(cid, node.a)
+            self._check_fetch_authorization(contract)
             return None, {}, Struct(("contract", "contractId"), (contract.argument, cid))
         raise EngineError(f"internal error: unknown update {node!r}")
 
@@ -779,6 +788,7 @@ class Machine:
         if not isinstance(argument, Record) or argument.tycon != template_id:
             raise WronglyTypedContract(f"create of {template_id.qualified_name} with an argument "
                                        f"of the wrong type")
+        check_nesting(argument, f"create argument of {template_id.qualified_name}")
         env = {template.param: argument}
         if template.precondition is not None:
             ok = self.eval(template.precondition, env)
@@ -841,7 +851,8 @@ class Machine:
         contract = state.local.get(contract_id) or state.inputs.get(contract_id)
         if contract is None:
             contract = self.ledger.lookup_contract(contract_id)
-            if contract is None:
+            # A contract none of the submitting parties can see does not exist for them.
+            if contract is None or not contract.stakeholders & self.readers:
                 raise ContractNotFound(contract_id)
             state.inputs[contract_id] = contract
         if template_id is not None and contract.template_id != template_id:
@@ -860,6 +871,13 @@ class Machine:
         if cid is not None and cid in state.archived:
             cid = None
         return cid
+
+    def _check_fetch_authorization(self, contract: Contract) -> None:
+        if not contract.stakeholders & self.authorizers:
+            raise AuthorizationError(
+                f"Fetch of {contract.template_id.qualified_name} {contract.contract_id} requires "
+                f"one of its stakeholders ({', '.join(sorted(contract.stakeholders))}) among the "
+                f"authorizing parties ({', '.join(sorted(self.authorizers))})")
 
     def _check_key_authorization(self, template_id: Identifier, key: Any) -> None:
         template = self.packages.template(template_id)
@@ -907,8 +925,10 @@ class Machine:
         env = {param: contract.argument, choice.self_binder: contract_id,
                choice.arg_binder: argument}
         controllers = _party_set(self.eval(choice.controllers, env), "controllers")
+        choice_observers: frozenset[str] = frozenset()
         if choice.observers is not None:
-            _party_set(self.eval(choice.observers, env), "choice observers")
+            choice_observers = _party_set(self.eval(choice.observers, env), "choice observers")
+        check_nesting(argument, f"argument of choice {choice_name}")
         if not controllers:
             raise AuthorizationError(f"Exercise of {choice_name} has no controllers")
         missing = controllers - self.authorizers
@@ -925,6 +945,7 @@ class Machine:
             consuming=choice.consuming,
             acting_parties=tuple(sorted(controllers)),
             interface_id=interface_id,
+            choice_observers=tuple(sorted(choice_observers)),
         )
         state = self.state
         state.children.append(event)
@@ -984,6 +1005,32 @@ class Machine:
                                   f"implemented by {payload.tycon.qualified_name}")
             return method, template_env, None
         raise EngineError(f"internal error: unknown interface expression {node!r}")
+
+
+MAX_VALUE_NESTING = 100
+
+
+def check_nesting(value: Any, what: str) -> None:
+    """Reject serializable values nested deeper than the LF limit of 100 (iteratively)."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_VALUE_NESTING:
+            raise InvalidArgument(f"Value exceeds the maximum nesting depth of "
+                                  f"{MAX_VALUE_NESTING} in {what}")
+        kind = type(item)
+        if kind is Record:
+            pending.extend((v, depth + 1) for v in item.values)
+        elif kind is Variant or kind is Some:
+            pending.append((item.value, depth + 1))
+        elif kind is tuple:
+            pending.extend((v, depth + 1) for v in item)
+        elif kind is dict:
+            pending.extend((v, depth + 1) for v in item.values())
+        elif kind is GenMap:
+            for key, entry in item.entries:
+                pending.append((key, depth + 1))
+                pending.append((entry, depth + 1))
 
 
 _MISSING = object()
