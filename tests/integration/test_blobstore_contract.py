@@ -439,3 +439,41 @@ async def test_put_rejects_chunks_that_are_not_bytes(backend: Backend) -> None:
     with pytest.raises(TypeError, match="bytes"):
         await backend.store.put("typed", text_chunks())
     assert backend.stored_names() == set()
+
+
+class InjectedFailure(Exception):
+    pass
+
+
+@pytest.mark.parametrize("failing_step", ["second part", "compose"])
+async def test_s3_failure_after_parts_were_staged_leaves_nothing(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, failing_step: str
+) -> None:
+    backend = _s3_backend(s3_endpoint)
+    store = backend.store
+    assert isinstance(store, S3BlobStore)
+    original = "previous content"
+    await store.put("staged", iter_bytes(original.encode()))
+    parts_sent = 0
+    put_bytes = store._put_bytes
+
+    def flaky_put_bytes(name: str, data: bytes, content_type: str, metadata: Any) -> None:
+        nonlocal parts_sent
+        if name.startswith(".staging/"):
+            parts_sent += 1
+            if failing_step == "second part" and parts_sent == 2:
+                raise InjectedFailure("connection reset while sending part 2")
+        put_bytes(name, data, content_type, metadata)
+
+    def failing_compose(*args: Any) -> None:
+        raise InjectedFailure("compose refused")
+
+    monkeypatch.setattr(store, "_put_bytes", flaky_put_bytes)
+    if failing_step == "compose":
+        monkeypatch.setattr(store, "_compose", failing_compose)
+    with pytest.raises(InjectedFailure):
+        await store.put("staged", iter_bytes(_payload(BIG)))
+    assert parts_sent >= 2
+    assert await _read_all(store, "staged") == original.encode()
+    assert backend.stored_names() == {"staged"}
+    assert backend.pending_uploads() == 0

@@ -611,3 +611,37 @@ def test_archive_source_must_be_seekable() -> None:
 
     with pytest.raises(ValueError, match="seekable"):
         InitialFilesArchive.load(cast(IO[bytes], Unseekable()), {})
+
+
+async def test_update_form_to_stored_initial_files(shared_fixtures: Path, tmp_path: Path) -> None:
+    """The intended flow of POST /v1/components/{id}/updates: spool, validate, store."""
+    wasm = (shared_fixtures / "golem" / "wasm" / "wasmast_file-service.wasm").read_bytes()
+    files_zip = _zip_bytes({"static/": b"", "static/index.html": b"<h1>hi</h1>", "rw.db": b"\0"})
+    permissions = json.dumps({"values": [{"path": "/rw.db", "permissions": "read-write"}]})
+    content_type, body = _encode_form(
+        {"filesPermissions": permissions},
+        {
+            "component": ("file-service.wasm", wasm, "application/wasm"),
+            "files": ("files.zip", files_zip, "application/zip"),
+        },
+    )
+    store = DiskBlobStore(tmp_path / "blobs")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with TempFileSink(spool, max_sizes={"component": 50_000_000}) as sink:
+        form = await read_multipart_form(
+            _in_chunks(body, 1 << 20), content_type, binary_sink=sink, required=("component",)
+        )
+        component = form.binaries["component"]
+        info = await store.put("components/c-1/1.wasm", component.chunks())
+        assert (info.size, info.sha256) == (len(wasm), _sha256(wasm))
+        archive_path = form.binaries["files"].path
+        with await InitialFilesArchive.read(archive_path, form.text("filesPermissions")) as archive:
+            files = await archive.upload(store, key_prefix="initial-files/")
+    assert [f.to_json() for f in files] == [
+        {"key": _sha256(b"<h1>hi</h1>"), "path": "/static/index.html", "permissions": "read-only"},
+        {"key": _sha256(b"\0"), "path": "/rw.db", "permissions": "read-write"},
+    ]
+    stored = await read_bytes(store, f"initial-files/{_sha256(b'<h1>hi</h1>')}", max_size=100)
+    assert stored == b"<h1>hi</h1>"
+    assert _listing(spool) == []
