@@ -9,10 +9,16 @@ Callers present a signed principal (as Envoy's ext_authz would), so no auth serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -20,14 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import boto3  # type: ignore[import-untyped]
 import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.api import httpbody_pb2
 
-from cairn.blobstore import DiskBlobStore
+from cairn.blobstore import BlobStore, DiskBlobStore, S3BlobStore
+from cairn.blobstore.factory import make_minio_client
 from cairn.component.access import ProjectGateway
 from cairn.component.grpc_api import ComponentApi, TemplateApi
+from cairn.component.model import ComponentVersion
 from cairn.component.service import ComponentService
 from cairn.component.store import EVENTS_CHANNEL, ComponentStore
 from cairn.component.v1 import component_service_pb2 as pb
@@ -93,10 +102,15 @@ class Env:
         return reply.project.project_id
 
 
-@pytest.fixture
-async def env(
-    redis: aioredis.Redis, tmp_path: Path, shared_fixtures: Path
+@contextlib.asynccontextmanager
+async def running_env(
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    fixtures: Path,
+    blobs: BlobStore,
+    store: ComponentStore | None = None,
 ) -> AsyncIterator[Env]:
+    """The project and component services on real sockets, storing blobs in `blobs`."""
     # Nobody listens on the auth address: every caller here presents a signed principal.
     callers = CallerResolver(SECRET, "127.0.0.1:9")
     project_api = ProjectApi(ProjectService(ProjectStore(redis)), callers)
@@ -105,11 +119,11 @@ async def env(
         services=["cairn.project.v1.ProjectService"],
         style=ErrorStyle.GOLEM,
     )
-    blob_root, spool_dir = tmp_path / "blobs", tmp_path / "spool"
+    spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
     service = ComponentService(
-        ComponentStore(redis),
-        DiskBlobStore(blob_root),
+        store or ComponentStore(redis),
+        blobs,
         ProjectGateway(f"127.0.0.1:{project.port}", SECRET),
         max_component_bytes=SIZE_LIMIT,
     )
@@ -125,9 +139,21 @@ async def env(
         services=["cairn.component.v1.ComponentService"],
         style=ErrorStyle.GOLEM,
     )
-    yield Env(component, project, blob_root, spool_dir, redis, shared_fixtures)
-    await component.stop(0)
-    await project.stop(0)
+    try:
+        yield Env(component, project, tmp_path / "blobs", spool_dir, redis, fixtures)
+    finally:
+        await component.stop(0)
+        await project.stop(0)
+
+
+@pytest.fixture
+async def env(
+    redis: aioredis.Redis, tmp_path: Path, shared_fixtures: Path
+) -> AsyncIterator[Env]:
+    async with running_env(
+        redis, tmp_path, shared_fixtures, DiskBlobStore(tmp_path / "blobs")
+    ) as running:
+        yield running
 
 
 ALICE = Principal("alice")
@@ -806,3 +832,137 @@ async def test_negative_fixtures_are_rejected_through_rest(env: Env, fixture: st
     listed = await env.components().ListComponents(pb.ListComponentsRequest(), metadata=rest_md())
     assert listed.rest.data == b"[]"
     assert env.blobs() == []
+
+
+# -- failures after the blob was stored, and the S3 adapter ----------------------------------
+
+
+class FailingStore(ComponentStore):
+    """Redis that fails the next commit, as a crash or lost connection would."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        super().__init__(redis)
+        self.fail_next = False
+
+    def arm(self) -> None:
+        self.fail_next = True
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise ConnectionError("Redis went away")
+
+    async def create(self, first: ComponentVersion, *, reason: str = "create") -> str | None:
+        self._maybe_fail()
+        return await super().create(first, reason=reason)
+
+    async def add_version(self, version: ComponentVersion, *, reason: str) -> None:
+        self._maybe_fail()
+        await super().add_version(version, reason=reason)
+
+
+async def exercise_failed_commits(env: Env, store: FailingStore, stored: Any) -> None:
+    """A commit that fails after the WASM blob was written leaves no version and no blob."""
+    created = await create_cart(env, files=zip_of({"f": b"1"}))
+    before = stored()
+    store.arm()
+    status, body = await rest_error(env.components().CreateComponent(
+        iter(native_create("other", env.wasm("rust-echo.wasm"))), metadata=grpc_md()
+    ))
+    assert (status, body) == (500, {"error": "Internal server error"})
+    store.arm()
+    upload = [pb.UploadComponentRequest(component_id=created.component_id)]
+    upload += [pb.UploadComponentRequest(chunk=c) for c in chunks(env.wasm("rust-echo.wasm"))]
+    status, _ = await rest_error(env.components().UploadComponent(iter(upload),
+                                                                  metadata=grpc_md()))
+    assert status == 500
+    assert stored() == before
+    listed = await env.components().ListComponents(pb.ListComponentsRequest(), metadata=grpc_md())
+    assert [(c.component_name, c.version) for c in listed.components] == [("shopping-cart", 0)]
+    # The next upload works and gets the next version number.
+    reply = await env.components().UploadComponent(iter(upload), metadata=grpc_md())
+    assert reply.component.version == 1
+    assert await download(env, created.component_id, 1) == env.wasm("rust-echo.wasm")
+    assert await download(env, created.component_id, 0) == env.wasm(
+        "wasmast_shopping-cart.wasm"
+    )
+
+
+async def test_failed_commit_removes_the_stored_blob_on_disk(
+    redis: aioredis.Redis, tmp_path: Path, shared_fixtures: Path
+) -> None:
+    store = FailingStore(redis)
+    blobs = DiskBlobStore(tmp_path / "blobs")
+    async with running_env(redis, tmp_path, shared_fixtures, blobs, store) as env:
+        await exercise_failed_commits(env, store, env.blobs)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server on a free loopback port, stopped by PID afterwards."""
+    from cairn.stack.launcher import free_port
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    endpoint = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{endpoint}/", timeout=1):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto did not start: {log_path.read_text()}") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_s3_blob_store_create_upload_download_and_failures(
+    redis: aioredis.Redis, tmp_path: Path, shared_fixtures: Path, s3_endpoint: str
+) -> None:
+    client = make_minio_client(s3_endpoint, "testing", "testing", retries=0)
+    bucket = f"components-{uuid.uuid4().hex[:12]}"
+    blobs = S3BlobStore(client, bucket)
+
+    def stored() -> list[str]:
+        """Every object in the bucket, staging objects included, and unfinished uploads."""
+        if not client.bucket_exists(bucket):
+            return []
+        names = sorted(o.object_name or "" for o in client.list_objects(bucket, recursive=True))
+        boto = boto3.client(
+            "s3", endpoint_url=f"http://{s3_endpoint}", aws_access_key_id="testing",
+            aws_secret_access_key="testing", region_name="us-east-1",
+        )
+        pending = boto.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return names + [f"pending:{u['Key']}" for u in pending]
+
+    store = FailingStore(redis)
+    async with running_env(redis, tmp_path, shared_fixtures, blobs, store) as env:
+        await exercise_failed_commits(env, store, stored)
+        listed = await env.components().ListComponents(pb.ListComponentsRequest(),
+                                                       metadata=grpc_md())
+        component_id = listed.components[0].component_id
+        names = stored()
+        assert len([n for n in names if n.startswith(f"components/{component_id}/")]) == 2
+        assert f"initial-files/{hashlib.sha256(b'1').hexdigest()}" in names
+        # Invalid and oversized uploads store nothing in the bucket either.
+        bad = [pb.UploadComponentRequest(component_id=component_id)]
+        bad += [pb.UploadComponentRequest(chunk=c) for c in
+                chunks(env.wasm("negative_core-module_moonbit-release.wasm"))]
+        assert (await rest_error(env.components().UploadComponent(
+            iter(bad), metadata=grpc_md())))[0] == 400
+        big = [pb.UploadComponentRequest(component_id=component_id)]
+        big += [pb.UploadComponentRequest(chunk=c) for c in
+                chunks(env.wasm("wasmast_shopping-cart.wasm") * 8)]
+        assert (await rest_error(env.components().UploadComponent(
+            iter(big), metadata=grpc_md())))[0] == 403
+        assert stored() == names
