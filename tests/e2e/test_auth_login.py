@@ -226,8 +226,9 @@ def test_access_token_exchange_creates_the_account_once_and_issues_working_token
     assert account.json() == {"id": account_id, "name": "The Octocat",
                               "email": "octo@example.com",
                               "planId": "00000000-0000-0000-0000-000000000000"}
-    # A second login of the same provider user lands in the same account, with a new token.
-    second = httpx.post(url, params={"provider": "github", "access-token": access})
+    # A second login of the same provider user lands in the same account, with a new token;
+    # the 2023 docs' `access_token` spelling works too.
+    second = httpx.post(url, params={"provider": "github", "access_token": access})
     assert second.json()["data"]["accountId"] == account_id
     assert second.json()["secret"]["value"] != secret
 
@@ -265,6 +266,8 @@ def test_device_flow_waits_for_the_user_and_redeems_once(
 ) -> None:
     github.approving = github.add_user(FakeUser(1003, "device-user", "Dev", "dev@example.com"))
     started = httpx.post(f"{login_stack.base_url}/login/oauth2/device/start")
+    legacy = httpx.post(f"{login_stack.base_url}/oauth2/device/start")
+    assert legacy.status_code == 200 and legacy.json()["userCode"] == "WDJB-MJHT"
     assert started.status_code == 200, started.text
     data = started.json()
     assert list(data) == ["url", "userCode", "expires", "encodedSession"]

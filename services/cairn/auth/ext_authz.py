@@ -101,6 +101,9 @@ LOGIN_BOOTSTRAP_PATHS = (
     "/v1/oauth2",
     "/login/oauth2/device/start",
     "/login/oauth2/device/complete",
+    # The 2023 docs' device-flow paths.
+    "/oauth2/device/start",
+    "/oauth2/device/complete",
     "/v1/login/oauth2/web/authorize",
     "/v1/login/oauth2/web/callback/github",
     "/v1/login/oauth2/web/poll",
