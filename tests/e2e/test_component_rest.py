@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -326,3 +328,36 @@ def test_plan_component_limit_counts_creates_not_versions(
         listed = assert_json(client.get("/v1/components"))
         assert len(listed) == 100
         assert "c100" not in {c["componentName"] for c in listed}
+
+
+def test_upload_cut_short_through_envoy_leaves_nothing(
+    stack: RunningStack, root: httpx.Client, wasm_dir: Path
+) -> None:
+    """A client that disconnects mid-body: no version, no blob, no temp file in the blob store."""
+    project = new_project(root)
+    created = assert_json(create(root, "cut", (wasm_dir / "rust-echo.wasm").read_bytes(),
+                                 project_id=project))
+    component_id = created["versionedComponentId"]["componentId"]
+    blob_dir = stack.run_dir / "blobs" / "components" / component_id
+    before = sorted(p.name for p in blob_dir.iterdir())
+    wasm = (wasm_dir / "update-test-v1.wasm").read_bytes()
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(
+            f"PUT /v1/components/{component_id}/upload HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {stack.root_token}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(wasm)}\r\n\r\n"
+            .encode()
+        )
+        conn.sendall(wasm[: len(wasm) // 2])
+        time.sleep(0.5)  # the first half reaches the service before the client goes away
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sorted(p.name for p in blob_dir.iterdir()) != before:
+        time.sleep(0.1)
+    assert sorted(p.name for p in blob_dir.iterdir()) == before
+    versions = assert_json(root.get(f"/v1/components/{component_id}"))
+    assert [v["versionedComponentId"]["version"] for v in versions] == [0]
+    # The component still takes the next upload as version 1.
+    uploaded = assert_json(root.put(f"/v1/components/{component_id}/upload", content=wasm,
+                                    headers={"Content-Type": "application/octet-stream"}))
+    assert uploaded["versionedComponentId"]["version"] == 1

@@ -966,3 +966,12 @@ async def test_s3_blob_store_create_upload_download_and_failures(
         assert (await rest_error(env.components().UploadComponent(
             iter(big), metadata=grpc_md())))[0] == 403
         assert stored() == names
+
+
+async def test_rest_create_accepts_the_open_source_name_part(env: Env) -> None:
+    body = multipart([("name", b"oss-style", None),
+                      ("component", env.wasm("rust-echo.wasm"), "e.wasm")])
+    reply = await env.components().CreateComponent(
+        iter(create_rest_requests(body)), metadata=rest_md()
+    )
+    assert json.loads(reply.rest.data)["componentName"] == "oss-style"

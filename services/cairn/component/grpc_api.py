@@ -23,6 +23,7 @@ from cairn.component.convert import (
     plugin_to_pb,
 )
 from cairn.component.ingest import (
+    ComponentQuery,
     UploadForm,
     first_message,
     parse_query,
@@ -96,11 +97,16 @@ class _Uploads:
             if is_rest(context):
                 form = await read_rest_form(
                     first, requests, sink,
-                    text_parts={*query_parts, "componentType", "filesPermissions"},
+                    text_parts={*query_parts, "name", "componentType", "filesPermissions"},
                     component_parts=component_parts,
                 )
-                query_part = next((p for p in query_parts if p in form.texts), query_parts[0])
-                query = parse_query(form.texts.get(query_part), field=query_part)
+                query_part = next((p for p in query_parts if p in form.texts), None)
+                if query_part is None and "name" in form.texts:
+                    # Golem's open-source server names the component in a plain `name` part.
+                    query = ComponentQuery(None, form.texts["name"])
+                else:
+                    query_part = query_part or query_parts[0]
+                    query = parse_query(form.texts.get(query_part), field=query_part)
                 wasm = self._required_component(form, component_parts[0])
                 return await self._service.create(
                     caller,
