@@ -525,6 +525,7 @@ class Machine:
             return None, {}, value.value
         if kind == K_EXERCISE_END:
             event, saved_authorizers, saved_children = frame[1], frame[2], frame[3]
+            check_nesting(value, f"result of choice {event.choice}")
             event.result = value
             self.authorizers = saved_authorizers
             self.state.children = saved_children
