@@ -1,21 +1,23 @@
 """Component use cases: create, new versions (upload, update, plugin changes), reads, download.
 
 Every operation first asks `ProjectGateway` whether the caller may do it on the component's
-project. Uploads arrive spooled to a temporary file (see grpc_api); from there:
+project. Uploads arrive spooled to temporary files (see ingest.py); from there:
 
-1. the file is read into memory once, and its metadata is extracted in a worker thread
-   (invalid binaries are a 400 before anything is stored);
-2. the WASM is streamed into the blob store under a key no other version uses, and the initial
-   files under their content hash;
-3. the version record is committed atomically in Redis (store.py).
+1. the WASM is read into memory once and its metadata extracted in a worker thread, and the
+   `files` zip is validated: every client mistake is a 400 before anything is counted or stored;
+2. the upload is counted against the project owner's plan (`UsageLedger`; 403 over a limit);
+3. the initial files go into the blob store under their content hash, and the WASM under a key
+   no other version uses;
+4. the version record is committed atomically in Redis (store.py), which publishes its event.
 
-If anything fails after step 2, the new WASM blob is deleted again, so a failed or interrupted
-upload leaves no version and no blob that any version refers to.
+If anything fails after step 2, the new WASM blob is deleted and the counted usage given back,
+so a failed or interrupted upload leaves no version and no blob that any version refers to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -239,34 +241,36 @@ class ComponentService:
         self._check_size(wasm.size)
         analysed = await asyncio.to_thread(_analyse_file, wasm.path)
         component_id = str(uuid.uuid4())
-        await self._count(caller, owner, components=1, storage=wasm.size, upload=wasm.size)
-        blob_key: str | None = None
-        try:
-            initial_files = await self._store_files(files) if files is not None else ()
-            blob_key = await self._store_wasm(component_id, wasm)
-            first = ComponentVersion(
-                component_id=component_id,
-                version=0,
-                name=name,
-                project_id=project,
-                owner_account_id=owner,
-                size=wasm.size,
-                sha256=wasm.sha256,
-                blob_key=blob_key,
-                created_at=rfc3339(utc_now()),
-                component_type=component_type or "Durable",
-                metadata=analysed.metadata,
-                template_exports=analysed.template_exports,
-                files=initial_files,
-            )
-            taken_by = await self._store.create(first)
-            if taken_by is not None:
-                raise ComponentAlreadyExists(taken_by)
-        except BaseException:
-            await asyncio.shield(
-                self._undo(caller, owner, blob_key, components=-1, storage=-wasm.size)
-            )
-            raise
+        with await self._open_archive(files) as archive:
+            # Everything the client could get wrong is checked; now count, store and commit.
+            await self._count(caller, owner, components=1, storage=wasm.size, upload=wasm.size)
+            blob_key: str | None = None
+            try:
+                initial_files = await self._upload_files(archive)
+                blob_key = await self._store_wasm(component_id, wasm)
+                first = ComponentVersion(
+                    component_id=component_id,
+                    version=0,
+                    name=name,
+                    project_id=project,
+                    owner_account_id=owner,
+                    size=wasm.size,
+                    sha256=wasm.sha256,
+                    blob_key=blob_key,
+                    created_at=rfc3339(utc_now()),
+                    component_type=component_type or "Durable",
+                    metadata=analysed.metadata,
+                    template_exports=analysed.template_exports,
+                    files=initial_files or (),
+                )
+                taken_by = await self._store.create(first)
+                if taken_by is not None:
+                    raise ComponentAlreadyExists(taken_by)
+            except BaseException:
+                await asyncio.shield(
+                    self._undo(caller, owner, blob_key, components=-1, storage=-wasm.size)
+                )
+                raise
         log.info("component_created", component_id=component_id, project_id=project)
         return first
 
@@ -285,33 +289,29 @@ class ComponentService:
         self._check_size(wasm.size)
         analysed = await asyncio.to_thread(_analyse_file, wasm.path)
         owner = latest.owner_account_id
-        await self._count(caller, owner, storage=wasm.size, upload=wasm.size)
-        blob_key: str | None = None
-        try:
-            new_files = await self._store_files(files) if files is not None else None
-            blob_key = await self._store_wasm(latest.component_id, wasm)
-        except BaseException:
-            await asyncio.shield(self._undo(caller, owner, blob_key, storage=-wasm.size))
-            raise
-        stored_key = blob_key
+        with await self._open_archive(files) as archive:
+            await self._count(caller, owner, storage=wasm.size, upload=wasm.size)
+            blob_key: str | None = None
+            try:
+                new_files = await self._upload_files(archive)
+                blob_key = stored_key = await self._store_wasm(latest.component_id, wasm)
 
-        def change(previous: ComponentVersion) -> ComponentVersion:
-            return previous.successor(
-                rfc3339(utc_now()),
-                size=wasm.size,
-                sha256=wasm.sha256,
-                blob_key=stored_key,
-                component_type=component_type or previous.component_type,
-                metadata=analysed.metadata,
-                template_exports=analysed.template_exports,
-                files=previous.files if new_files is None else new_files,
-            )
+                def change(previous: ComponentVersion) -> ComponentVersion:
+                    return previous.successor(
+                        rfc3339(utc_now()),
+                        size=wasm.size,
+                        sha256=wasm.sha256,
+                        blob_key=stored_key,
+                        component_type=component_type or previous.component_type,
+                        metadata=analysed.metadata,
+                        template_exports=analysed.template_exports,
+                        files=previous.files if new_files is None else new_files,
+                    )
 
-        try:
-            return await self._commit_next(latest, change, reason)
-        except BaseException:
-            await asyncio.shield(self._undo(caller, owner, stored_key, storage=-wasm.size))
-            raise
+                return await self._commit_next(latest, change, reason)
+            except BaseException:
+                await asyncio.shield(self._undo(caller, owner, blob_key, storage=-wasm.size))
+                raise
 
     def _check_size(self, size: int) -> None:
         if size > self.max_component_bytes:
@@ -336,10 +336,22 @@ class ComponentService:
             raise Conflict("The uploaded component changed while it was being stored")
         return key
 
-    async def _store_files(self, files: FilesUpload) -> tuple[InitialFile, ...]:
+    @staticmethod
+    async def _open_archive(files: FilesUpload | None) -> contextlib.AbstractContextManager[
+        InitialFilesArchive | None
+    ]:
+        """The validated `files` zip (400 if it is not acceptable), to use in a `with`."""
+        if files is None:
+            return contextlib.nullcontext()
         archive = await asyncio.to_thread(_load_archive, files)
+        return contextlib.nullcontext() if archive is None else archive
+
+    async def _upload_files(
+        self, archive: InitialFilesArchive | None
+    ) -> tuple[InitialFile, ...] | None:
+        """Store the archive's files under their content hash; None when there is no archive."""
         if archive is None:
-            return ()
+            return None
         try:
             uploaded = await archive.upload(self._blobs, key_prefix=INITIAL_FILES_PREFIX)
         except UploadError as err:
@@ -347,8 +359,6 @@ class ComponentService:
         except BlobStoreError as err:
             log.error("initial_files_write_failed", error=str(err))
             raise Unavailable("Blob storage is unavailable") from None
-        finally:
-            await asyncio.to_thread(archive.close)
         return tuple(InitialFile(f.key, f.path, f.permissions) for f in uploaded)
 
     async def _count(
