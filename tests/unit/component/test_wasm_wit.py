@@ -39,6 +39,7 @@ FUNCTION_LINE = re.compile(
 )
 WORLD_FUNCTION_LINE = re.compile(r"^export (?P<name>%?[\w-]+): (?:async )?func\((?P<rest>.*);$")
 ALIAS_LINE = re.compile(r"^type (?P<name>%?[\w-]+) = (?P<target>%?[\w-]+);$")
+USE_LINE = re.compile(r"^use [^{]+\.\{(?P<items>.*)\};$")
 BLOCK_START = re.compile(r"^(?P<kind>record|variant|enum|flags) (?P<name>%?[\w-]+) \{$")
 
 
@@ -101,6 +102,12 @@ def parse_wit(text: str) -> WitDocument:
             document.interface_functions.setdefault(interface, [])
         elif line.startswith("resource ") and line.endswith("{"):
             scope.append(("resource", unescape(line.split()[1])))
+        elif (match := USE_LINE.match(line)) is not None:
+            # `use types.{point as pt}` makes `pt` another name for `point`.
+            for item in match["items"].split(","):
+                original, _, renamed = item.strip().partition(" as ")
+                if renamed:
+                    document.aliases.setdefault(unescape(renamed), set()).add(unescape(original))
         elif (match := ALIAS_LINE.match(line)) is not None:
             document.aliases.setdefault(unescape(match["name"]), set()).add(
                 unescape(match["target"])
@@ -317,6 +324,16 @@ def test_generated_kitchen_sink_resources_keep_their_identity_across_interfaces(
     assert isinstance(open_.results[0].typ, ResultType)
     assert open_.results[0].typ.ok == blob
     assert open_.parameters[0].typ != blob  # the session resource
+
+
+def test_generated_edge_cases_component_matches_wasm_tools_wit() -> None:
+    """`use ... as` renames, alias chains, a resource alias, a types-only interface."""
+    wasm = DATA / "edge.wasm"
+    oracle = parse_wit((DATA / "edge.wasm-tools.wit").read_text())
+    assert mismatches(wasm, oracle) == []
+    metadata = analyse_component(wasm.read_bytes())
+    only_types = next(e for e in metadata.exports if e.name == "test:edge/only-types@1.0.0")
+    assert only_types == ExportedInstance("test:edge/only-types@1.0.0", ())
 
 
 def test_generated_async_component_skips_the_interface_using_streams() -> None:
