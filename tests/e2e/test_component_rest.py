@@ -152,6 +152,10 @@ def test_create_list_versions_upload_download_latest(
         assert download.status_code == 200
         assert download.headers["content-type"] == "application/octet-stream"
         assert download.content == wasm
+        # What the bytes must add up to, since a failure mid-stream cannot change the 200.
+        assert download.headers["x-cairn-component-sha256"] == hashlib.sha256(wasm).hexdigest()
+        assert download.headers["x-cairn-component-size"] == str(len(wasm))
+        assert download.headers["x-cairn-component-version"] == str(version)
         one = assert_json(root.get(f"/v1/components/{component_id}/versions/{version}"))
         assert one == versions[version]
     assert root.get(f"/v1/components/{component_id}/download").content == v2_wasm

@@ -30,7 +30,6 @@ from cairn.component.ingest import (
     read_native_parts,
     read_raw_wasm,
     read_rest_form,
-    upload_error,
     wasm_of,
 )
 from cairn.component.model import ComponentType, ComponentVersion, parse_version
@@ -52,6 +51,10 @@ from cairn.runtime.rest import is_rest, json_body
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DOWNLOAD_CONTENT_TYPE = "application/octet-stream"
+# Headers of a download: what the streamed bytes must add up to, and which version they are.
+SIZE_HEADER = "x-cairn-component-size"
+SHA256_HEADER = "x-cairn-component-sha256"
+VERSION_HEADER = "x-cairn-component-version"
 
 
 def _optional(message: Any, name: str) -> Any:
@@ -205,11 +208,24 @@ def _native_files(parts: dict[str, Any], permissions: Any) -> FilesUpload | None
 
 
 async def _stream_wasm(
-    service: ComponentService, caller: Principal, component_id: str, version: int | None
+    service: ComponentService,
+    caller: Principal,
+    context: Context,
+    component_id: str,
+    version: int | None,
 ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-    """The version's WASM as HttpBody messages; errors before the first byte are shaped."""
-    _, reader = await service.open_wasm(caller, component_id, version)
+    """The version's WASM as HttpBody messages; errors before the first byte are shaped.
+
+    A failure after the first byte cannot change an HTTP/1.1 response that already said 200, so
+    the expected size and SHA-256 go out first as headers a client can check the bytes against.
+    """
+    found, reader = await service.open_wasm(caller, component_id, version)
     async with reader:
+        await context.send_initial_metadata((
+            (SIZE_HEADER, str(found.size)),
+            (SHA256_HEADER, found.sha256),
+            (VERSION_HEADER, str(found.version)),
+        ))
         first = True
         async for chunk in reader:
             if first:
@@ -292,7 +308,9 @@ class ComponentApi(pb_grpc.ComponentServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         caller = await self._callers.resolve(context)
         version = _optional(request, "version")
-        async for body in _stream_wasm(self._service, caller, request.component_id, version):
+        async for body in _stream_wasm(
+            self._service, caller, context, request.component_id, version
+        ):
             yield body
 
     async def GetComponentVersion(
@@ -463,7 +481,9 @@ class TemplateApi(template_grpc.TemplateServiceServicer):
         caller = await self._callers.resolve(context)
         version = _optional(request, "version")
         with template_errors():
-            async for body in _stream_wasm(self._service, caller, request.component_id, version):
+            async for body in _stream_wasm(
+                self._service, caller, context, request.component_id, version
+            ):
                 yield body
 
     async def GetLatestTemplateVersion(
@@ -477,4 +497,4 @@ class TemplateApi(template_grpc.TemplateServiceServicer):
         return template_pb.LatestVersionResponse(version=latest.version)
 
 
-__all__ = ["ComponentApi", "TemplateApi", "upload_error"]
+__all__ = ["ComponentApi", "TemplateApi"]
