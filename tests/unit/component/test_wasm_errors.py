@@ -73,6 +73,10 @@ def test_pre_release_component_encoding_is_rejected(shared_fixtures: Path) -> No
             "Parsing error: malformed UTF-8 encoding in a name",
         ),
         (
+            wb.component(wb.section(4, b"")),
+            "Parsing error: a nested module or component is too short for a WebAssembly header",
+        ),
+        (
             wb.component(wb.section(1, b"\x00asm\x02\x00\x00\x00")),
             "Parsing error: unknown core module binary version 0x2",
         ),

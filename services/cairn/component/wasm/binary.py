@@ -19,7 +19,6 @@ from .model import LinearMemory, ProducerField, Producers, ProducerVersion
 MAGIC = b"\x00asm"
 COMPONENT_VERSION = 0x0D
 COMPONENT_LAYER = 1
-DEFAULT_PAGE_SIZE = 65536
 
 PRIMITIVE_CODES: dict[int, str] = {
     0x7F: "bool",
@@ -70,9 +69,7 @@ class Reader:
 
     def eof(self) -> NoReturn:
         self.fail(
-            "unexpected end of input"
-            if self.end == len(self.data)
-            else "unexpected end of section or function"
+            "unexpected end of input" if self.end == len(self.data) else "unexpected end of section"
         )
 
     def u8(self) -> int:
@@ -169,9 +166,11 @@ def check_preamble(r: Reader, *, component: bool) -> None:
     """Reads the 8-byte header and insists on a component (or, inside one, a core module)."""
     start = r.pos
     if r.end - start < 8:
-        if r.end == start:
+        if start == 0 and r.end == 0:
             r.fail("empty input: expected a WebAssembly component")
-        r.fail("unexpected end of input in the WebAssembly header")
+        if start == 0:
+            r.fail("unexpected end of input in the WebAssembly header")
+        r.fail("a nested module or component is too short for a WebAssembly header")
     data = r.data
     if data[start : start + 4] != MAGIC:
         r.fail("not a WebAssembly binary (bad magic number, expected \\0asm)", start)
