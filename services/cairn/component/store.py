@@ -4,7 +4,8 @@ Keys (prefix `cairn:component`):
 - `<p>:<id>:versions`  hash: version number -> the version's JSON record
 - `<p>:<id>:latest`    the highest version number
 - `<p>:names:<proj>`   hash: component name -> component id (names are unique per project)
-- `<p>:in:<proj>`      sorted set of the project's component ids, in creation order
+- `<p>:in:<proj>`      sorted set of the project's component ids, scored by creation order
+- `<p>:created-count`  the counter that scores them
 
 A version becomes visible only through a script that writes its record, moves `latest` and
 publishes the event in one step, so a reader never sees half a version, and an event is published
@@ -13,9 +14,7 @@ if and only if its version exists.
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,16 +24,16 @@ from cairn.component.model import ComponentVersion
 
 EVENTS_CHANNEL = "cairn:component:events"
 
-# KEYS: names hash, project set, versions hash, latest key.
-# ARGV: name, component id, record, score, channel, event. Returns {1, id} or {0, existing id}.
+# KEYS: names hash, project set, versions hash, latest key, creation counter.
+# ARGV: name, component id, record, channel, event. Returns {1, id} or {0, existing id}.
 _CREATE = """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {0, existing} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[2])
 redis.call('HSET', KEYS[3], '0', ARGV[3])
 redis.call('SET', KEYS[4], '0')
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return {1, ARGV[2]}
 """
 
@@ -91,8 +90,6 @@ class ComponentStore:
         self._p = prefix
         self._create = redis.register_script(_CREATE)
         self._add_version = redis.register_script(_ADD_VERSION)
-        # Keeps creation order stable when two components are created in the same microsecond.
-        self._sequence = itertools.count()
 
     def _versions_key(self, component_id: str) -> str:
         return f"{self._p}:{component_id}:versions"
@@ -108,19 +105,19 @@ class ComponentStore:
 
     async def create(self, first: ComponentVersion, *, reason: str = "create") -> str | None:
         """Commit version 0 of a new component; the existing id when the name is taken."""
-        score = time.time() + next(self._sequence) * 1e-9
         created, component_id = await self._create(
             keys=[
                 self._names_key(first.project_id),
                 self._project_key(first.project_id),
                 self._versions_key(first.component_id),
                 self._latest_key(first.component_id),
+                # One counter for every project: a project's set is then in creation order.
+                f"{self._p}:created-count",
             ],
             args=[
                 first.name,
                 first.component_id,
                 first.to_record(),
-                score,
                 EVENTS_CHANNEL,
                 event_payload("ComponentCreated", first, reason),
             ],
