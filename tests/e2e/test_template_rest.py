@@ -81,6 +81,8 @@ def test_template_flow(root: httpx.Client, shared_fixtures: Path) -> None:
     assert [t["templateName"]["value"] for t in listed] == ["cart", "echo"]
     named = ok(root.get("/v1/templates", params={"project-id": project, "template-name": "echo"}))
     assert named == [other]
+    # The parameter as the 2023 documentation first spelled it.
+    assert ok(root.get("/v1/templates", params={"projectId": project})) == listed
 
     v1_wasm = (wasm_dir / "update-test-v1.wasm").read_bytes()
     uploaded = root.put(f"/v1/templates/{template_id}/upload", content=v1_wasm,

@@ -441,8 +441,11 @@ class TemplateApi(template_grpc.TemplateServiceServicer):
     ) -> pb.ComponentsResponse:
         caller = await self._callers.resolve(context)
         with template_errors():
+            project_id = _optional(request, "project_id")
+            if project_id is None:
+                project_id = _optional(request, "documented_project_id")
             found = await self._service.list_components(
-                caller, _optional(request, "project_id"), _optional(request, "template_name")
+                caller, project_id, _optional(request, "template_name")
             )
         return self._many(found, context)
 
