@@ -244,3 +244,13 @@ def test_invalid_component_can_be_raised_with_a_message() -> None:
     assert error.message == str(error) == "Analysis error: the component has no exports"
     assert error.kind == "Analysis"
     assert error.offset is None
+
+
+def test_importing_a_large_instance_type_many_times_is_bounded() -> None:
+    # One instance type with a 5,000-field record imported 2,000 times would be re-evaluated
+    # 2,000 times (each import gets its own resources): the work budget stops it early.
+    fields = [(f"f{n}", "u8") for n in range(5000)]
+    big = wb.instance_type(wb.decl_type(wb.record(*fields)))
+    imports = [wb.import_instance(f"i{n}", 0) for n in range(2000)]
+    data = wb.component(wb.types(big), wb.imports(*imports))
+    assert "needs too much work to analyse" in str(rejection(data))

@@ -9,7 +9,8 @@ definitions the way a linker would:
   component and value index spaces; outer aliases walk out through both kinds of scope;
 * `instantiate` re-evaluates the nested component body with its imports bound to the `with`
   arguments, so the instance's exports are the nested component's exports;
-* an unbound instance import is materialised from its instance type (abstract resources);
+* an unbound instance import is materialised from its instance type, each import with its
+  own abstract resources;
 * export ascriptions (`(export "f" (func 3) (func (type 9)))`) give the exported function the
   ascribed type, which refers to the named types the shim exports ("product-item", ...).
 
@@ -47,7 +48,9 @@ from .model import (
 # Guards against small inputs that would cost a lot: components instantiated combinatorially,
 # types shared so often that their JSON explodes (t2 = tuple<t1, t1>, ...), or nested so deep
 # that rendering them recurses past Python's limit. Real components stay far below these.
-MAX_EVALUATED_DEFINITIONS = 2_000_000
+# Work is counted in definitions, declarations, fields, cases and parameters evaluated; the
+# largest fixture (a composed component) needs about 1,600.
+MAX_EVALUATED_DEFINITIONS = 250_000
 MAX_EXPORTED_TYPE_NODES = 1_000_000
 MAX_TYPE_DEPTH = 100
 
@@ -199,16 +202,21 @@ class Evaluator:
     def __init__(self) -> None:
         self.work = 0
 
+    def charge(self, definitions: int) -> None:
+        """Counts evaluated definitions: instantiations and type re-evaluations repeat work."""
+        self.work += definitions
+        if self.work > MAX_EVALUATED_DEFINITIONS:
+            raise analysis_error(
+                "the component needs too much work to analyse: it instantiates nested "
+                "components or imports instance types too many times"
+            )
+
     # -- component bodies ------------------------------------------------------------------
 
     def evaluate(
         self, body: ComponentBody, parent: Scope | None, args: Instance | None
     ) -> Instance:
-        self.work += len(body.items) + 1
-        if self.work > MAX_EVALUATED_DEFINITIONS:
-            raise analysis_error(
-                "the component instantiates nested components too many times", body.offset
-            )
+        self.charge(len(body.items) + 1)
         scope = Scope(parent)
         exports: Instance = {}
         for item in body.items:
@@ -410,6 +418,10 @@ class Evaluator:
 
     def deftype(self, syntax: Syntax, scope: Scope, offset: int) -> Any:
         kind = syntax[0]
+        if kind in ("record", "variant", "tuple", "enum", "flags"):
+            self.work += len(syntax[1])
+        elif kind == "func":
+            self.work += len(syntax[1]) + len(syntax[2])
         if kind == "prim":
             return PRIMITIVES[syntax[1]]
         if kind in ("list", "option"):
@@ -468,6 +480,7 @@ class Evaluator:
         return self.type_scope(declared.decls, declared.scope)[1]
 
     def type_scope(self, decls: list[Syntax], scope: Scope) -> tuple[Instance, Instance]:
+        self.charge(len(decls) + 1)
         inner = Scope(scope)
         imports: Instance = {}
         exports: Instance = {}
