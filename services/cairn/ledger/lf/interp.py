@@ -366,14 +366,15 @@ class Machine:
             raise DamlThrow(self._arithmetic_payload(failure.message)) from None
         while True:
             try:
+                step, feed, pop = self._step, self._return, stack.pop
                 while True:
                     if expr is not None:
-                        expr, env, value = self._step(expr, env, stack)
+                        expr, env, value = step(expr, env, stack)
                         if expr is not None:
                             continue
                     if not stack:
                         return value
-                    expr, env, value = self._return(stack.pop(), value, stack)
+                    expr, env, value = feed(pop(), value, stack)
             except (DamlThrow, ArithmeticFailure) as raised:
                 payload = (raised.payload if isinstance(raised, DamlThrow)
                            else self._arithmetic_payload(raised.message))
@@ -434,6 +435,7 @@ class Machine:
             subs = node.subs = _sub_expressions(node)
         values: list[Any] = []
         # Variables and constants need no frame: evaluate them inline.
+        cache = self.values
         for sub in subs:
             stag = sub.tag
             if stag == E_VAR:
@@ -442,6 +444,10 @@ class Machine:
                 except KeyError:
                     raise EngineError(f"unbound variable {sub.a}") from None
             elif stag == E_CONST:
+                values.append(sub.a)
+            elif stag == E_VAL and sub.a in cache:
+                values.append(cache[sub.a])
+            elif stag == E_BUILTIN and sub.a.arity:
                 values.append(sub.a)
             else:
                 break
@@ -458,12 +464,17 @@ class Machine:
             node, subs, values, env = frame[1], frame[2], frame[3], frame[4]
             values.append(value)
             n = len(subs)
+            cache = self.values
             while len(values) < n:
                 sub = subs[len(values)]
                 stag = sub.tag
                 if stag == E_VAR:
                     values.append(env[sub.a])
                 elif stag == E_CONST:
+                    values.append(sub.a)
+                elif stag == E_VAL and sub.a in cache:
+                    values.append(cache[sub.a])
+                elif stag == E_BUILTIN and sub.a.arity:
                     values.append(sub.a)
                 else:
                     stack.append(frame)
