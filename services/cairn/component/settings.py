@@ -45,9 +45,10 @@ class ComponentSettings:
     blob_env: Mapping[str, str] | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, run_dir: Path = Path(".run")) -> (
-        ComponentSettings
-    ):
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, run_dir: Path = Path(".run")
+    ) -> ComponentSettings:
+        """Read the CAIRN_COMPONENT_* variables; blobs default to `<run_dir>/blobs`."""
         env = os.environ if env is None else env
         spool = env.get("CAIRN_COMPONENT_SPOOL_DIR", "").strip()
         blob_env = dict(env)
