@@ -51,7 +51,7 @@ from .model import (
 # Work is counted in definitions, declarations, fields, cases and parameters evaluated; the
 # largest fixture (a composed component) needs about 1,600.
 MAX_EVALUATED_DEFINITIONS = 250_000
-MAX_EXPORTED_TYPE_NODES = 1_000_000
+MAX_EXPORTED_TYPE_NODES = 100_000
 MAX_TYPE_DEPTH = 100
 
 
