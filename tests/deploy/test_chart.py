@@ -162,8 +162,13 @@ def test_cairn_services_have_native_grpc_probes_for_their_health_names(
         assert container["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[kind]["grpc"] == {"port": port, "service": health_name}, kind
-        # The pod must outlive the service's own drain after SIGTERM.
-        assert pod["terminationGracePeriodSeconds"] > rendered.values["shutdownGraceSeconds"]
+        # The pod must outlive the preStop delay plus the service's own drain after SIGTERM.
+        assert pod["terminationGracePeriodSeconds"] > (
+            rendered.values["preStopSleepSeconds"] + rendered.values["shutdownGraceSeconds"]
+        )
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+            "sleep", str(rendered.values["preStopSleepSeconds"])
+        ]
         assert deployment["spec"]["replicas"] == rendered.values["services"][service]["replicas"]
 
 
@@ -381,6 +386,8 @@ REJECTED = [
     (["externalRedis.url=http://redis:6379"], "url"),
     (["servces.auth.port=1"], "servces"),
     (["terminationGracePeriodSeconds=5"], "terminationGracePeriodSeconds"),
+    (["terminationGracePeriodSeconds=10"], "preStopSleepSeconds + shutdownGraceSeconds"),
+    (["preStopSleepSeconds=-1"], "preStopSleepSeconds"),
     (["redis.enabled=false"], "externalRedis"),
     (["minio.enabled=false"], "externalS3.endpoint"),
     (["minio.enabled=false", "externalS3.endpoint=s3:9000", "externalS3.accessKey=x"],

@@ -136,8 +136,8 @@ Settings the values cannot express in the schema alone; rendering stops with a m
 names the value to fix.
 */}}
 {{- define "cairn.validate" -}}
-{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 .Values.shutdownGraceSeconds) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than shutdownGraceSeconds (%v): Kubernetes would kill services while they drain" .Values.terminationGracePeriodSeconds .Values.shutdownGraceSeconds) -}}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (addf .Values.preStopSleepSeconds .Values.shutdownGraceSeconds) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than preStopSleepSeconds + shutdownGraceSeconds (%v + %v): Kubernetes would kill pods while they drain" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds .Values.shutdownGraceSeconds) -}}
 {{- end -}}
 {{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) -}}
 {{- fail "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" -}}
@@ -190,6 +190,16 @@ store blobs (only they get the S3 keys). Everything else comes from the shared C
       name: {{ include "cairn.s3SecretName" $ }}
       key: {{ include "cairn.s3SecretKeyKey" $ }}
 {{- end }}
+{{- end -}}
+
+{{/* Keeps a deleted pod serving until clients and Envoy's DNS refresh have let go of it. */}}
+{{- define "cairn.preStop" -}}
+{{- if .Values.preStopSleepSeconds -}}
+lifecycle:
+  preStop:
+    exec:
+      command: ["sleep", "{{ .Values.preStopSleepSeconds }}"]
+{{- end -}}
 {{- end -}}
 
 {{/* Pod annotations that roll the pods when their configuration or generated secrets change. */}}
