@@ -154,18 +154,22 @@ class AuthStore:
             await tx.execute()
 
     async def account_for_identity(self, identity: str, candidate: Account) -> Account:
-        """The account linked to an external identity, linking `candidate` if there is none."""
+        """The account linked to an external identity, linking `candidate` if there is none.
+
+        The candidate is stored before the link is claimed, so whoever reads the link finds the
+        account; concurrent first logins all end up in the one account whose link won.
+        """
         key = f"{self._p}:identity:{identity}"
+        await self.put_account(candidate)
         if await self._r.set(key, candidate.id, nx=True):
-            await self.put_account(candidate)
             return candidate
-        linked = _text(await self._r.get(key) or b"")
-        existing = await self.account(linked)
+        await self._r.delete(self._account_key(candidate.id))
+        existing = await self.account(_text(await self._r.get(key) or b""))
         if existing is not None:
             return existing
         # The linked account was deleted: a new login starts over with a new account.
-        await self._r.set(key, candidate.id)
         await self.put_account(candidate)
+        await self._r.set(key, candidate.id)
         return candidate
 
     async def root_token_id(self) -> str | None:
