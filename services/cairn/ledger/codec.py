@@ -171,8 +171,8 @@ class JsonCodec:
         values = []
         if isinstance(data, list):
             if len(data) != len(dt.fields):
-                raise CodecError(f"Expected {len(dt.fields)} elements for record {name} in "
-                                 f"array form, got {len(data)}")
+                raise CodecError(f"Record {name} in array form has the wrong number of "
+                                 f"fields: expected {len(dt.fields)}, found {len(data)}")
             for (_, ftype), item in zip(dt.fields, data, strict=True):
                 values.append(self._decode(substitute(ftype, env), item, depth + 1))
         elif isinstance(data, dict):
@@ -229,7 +229,7 @@ class JsonCodec:
             element = type_.args[0]
             return tuple(self._decode(element, item, depth + 1) for item in data)
         if prim is PrimType.OPTIONAL:
-            return self._decode_optional(type_.args[0], data, depth, nested=False)
+            return self._decode_optional(type_.args[0], data, depth)
         if prim is PrimType.TEXTMAP:
             if not isinstance(data, dict):
                 raise CodecError(f"Expected a JSON object for TextMap, got {_describe(data)}")
@@ -239,26 +239,19 @@ class JsonCodec:
             return self._decode_genmap(type_, data, depth)
         raise CodecError(f"Type {prim.name} is not serializable")
 
-    def _decode_optional(self, inner: Type, data: Any, depth: int, nested: bool) -> Any:
+    def _decode_optional(self, inner: Type, data: Any, depth: int) -> Any:
+        """`null` is None. When the payload is itself Optional, Some is spelled as an array:
+        `[]` is Some None and `[x]` is Some x (x decoded at the inner Optional type)."""
+        if data is None:
+            return None
         inner = self.resolve(inner)
-        inner_is_optional = isinstance(inner, TBuiltin) and inner.prim is PrimType.OPTIONAL
-        if nested:
-            # Inside an outer Optional: `[]` is None, `[x]` is Some x.
+        if isinstance(inner, TBuiltin) and inner.prim is PrimType.OPTIONAL:
             if not isinstance(data, list) or len(data) > 1:
-                raise CodecError(f"Expected [] or [value] for a nested Optional, got "
+                raise CodecError(f"Expected null, [] or [value] for a nested Optional, got "
                                  f"{_describe(data)}")
             if not data:
-                return None
-            data = data[0]
-            if data is None and not inner_is_optional:
-                raise CodecError("null is not allowed inside a nested Optional")
-            if data is None:
                 return Some(None)
-        elif data is None:
-            return None
-        if inner_is_optional:
-            assert isinstance(inner, TBuiltin)
-            return Some(self._decode_optional(inner.args[0], data, depth + 1, nested=True))
+            return Some(self._decode_optional(inner.args[0], data[0], depth + 1))
         return Some(self._decode(inner, data, depth + 1))
 
     def _decode_genmap(self, type_: TBuiltin, data: Any, depth: int) -> GenMap:
@@ -267,15 +260,17 @@ class JsonCodec:
                              f"{_describe(data)}")
         key_type, value_type = type_.args
         entries: list[tuple[Any, Any]] = []
+        raw_keys: dict[int, Any] = {}
         for pair in data:
             if not isinstance(pair, list) or len(pair) != 2:
                 raise CodecError(f"Expected a [key, value] pair in GenMap, got {_describe(pair)}")
             entries.append((self._decode(key_type, pair[0], depth + 1),
                             self._decode(value_type, pair[1], depth + 1)))
+            raw_keys[id(entries[-1][0])] = pair[0]
         entries.sort(key=_CompareKey)
         for (a, _), (b, _) in itertools.pairwise(entries):
             if compare(a, b) == 0:
-                raise CodecError("Duplicate key in GenMap")
+                raise CodecError(f"duplicate key: {_describe(raw_keys.get(id(b), b))}")
         return GenMap(tuple(entries))
 
     # ------------------------------------------------------------------ encode
@@ -319,7 +314,7 @@ class JsonCodec:
         if prim is PrimType.LIST:
             return [self.encode(type_.args[0], item) for item in value]
         if prim is PrimType.OPTIONAL:
-            return self._encode_optional(type_.args[0], value, nested=False)
+            return self._encode_optional(type_.args[0], value)
         if prim is PrimType.TEXTMAP:
             return {key: self.encode(type_.args[0], value[key]) for key in sorted(value)}
         if prim is PrimType.GENMAP:
@@ -328,17 +323,17 @@ class JsonCodec:
                     for k, v in value.entries]
         raise CodecError(f"Type {prim.name} is not serializable")
 
-    def _encode_optional(self, inner: Type, value: Any, nested: bool) -> Any:
-        inner = self.resolve(inner)
+    def _encode_optional(self, inner: Type, value: Any) -> Any:
         if value is None:
-            return [] if nested else None
+            return None
         if not isinstance(value, Some):
             raise CodecError("Expected an Optional value")
+        inner = self.resolve(inner)
         if isinstance(inner, TBuiltin) and inner.prim is PrimType.OPTIONAL:
-            encoded = self._encode_optional(inner.args[0], value.value, nested=True)
-        else:
-            encoded = self.encode(inner, value.value)
-        return [encoded] if nested else encoded
+            if value.value is None:
+                return []
+            return [self._encode_optional(inner.args[0], value.value)]
+        return self.encode(inner, value.value)
 
 
 class _CompareKey:
@@ -426,12 +421,13 @@ def encode_numeric(value: Decimal) -> str:
 
 def decode_date(data: Any) -> int:
     match = _DATE_RE.fullmatch(data) if isinstance(data, str) else None
+    shown = data if isinstance(data, str) else _describe(data)
     if match is None:
-        raise CodecError(f"Invalid date: {_describe(data)} (expected YYYY-MM-DD)")
+        raise CodecError(f"Invalid date: {shown} (expected YYYY-MM-DD)")
     try:
         day = date(int(match[1]), int(match[2]), int(match[3]))
     except ValueError:
-        raise CodecError(f"Invalid date: {_describe(data)}") from None
+        raise CodecError(f"Invalid date: {shown}") from None
     return (day - _EPOCH_DATE).days
 
 

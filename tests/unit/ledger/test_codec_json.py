@@ -212,7 +212,7 @@ def test_gen_map(codec: JsonCodec) -> None:
     value = codec.decode(gen_map, [[2, "two"], ["1", "one"]])
     assert value == GenMap(((1, "one"), (2, "two")))
     assert codec.encode(gen_map, value) == [["1", "one"], ["2", "two"]]
-    with pytest.raises(CodecError, match="Duplicate key"):
+    with pytest.raises(CodecError, match="duplicate key: 1"):
         codec.decode(gen_map, [[1, "a"], [1, "b"]])
     with pytest.raises(CodecError):
         codec.decode(gen_map, {"1": "one"})
@@ -229,7 +229,7 @@ def test_records_as_object_or_array(encoder_dar: tuple[JsonCodec, str]) -> None:
     assert codec.encode(pair, from_object) == {"fst": "1", "snd": "2.5"}
     with pytest.raises(CodecError, match="Missing required field 'snd'"):
         codec.decode(pair, {"fst": 1})
-    with pytest.raises(CodecError, match="Expected 2 elements"):
+    with pytest.raises(CodecError, match="expected 2, found 1"):
         codec.decode(pair, [1])
 
 
@@ -291,3 +291,96 @@ def test_gen_map_of_records_to_variants(encoder_dar: tuple[JsonCodec, str]) -> N
     encoded = codec.encode(box, codec.decode(box, payload))
     # Output entries are ordered by key.
     assert encoded["x"] == [payload["x"][1], payload["x"][0]]
+
+
+# ------------------------------------------------------------------------------ reference table
+# Cases of the JSON API codec's own table tests (ApiCodecCompressedSpec): canonical output,
+# then alternative inputs that must decode to the same value.
+OOI = optional(optional(INT64))
+OOOI = optional(OOI)
+REFERENCE_SUCCESSES: list[tuple[str, Type, list[str]]] = [
+    ('"0000000000000000000000000000000000000000000000000000000000000000000123"',
+     TBuiltin(PrimType.CONTRACT_ID, (UNIT_T,)), []),
+    ('"42.0"', numeric(10), ['"42"', "42", "42.0", '"+42"']),
+    ('"2000.0"', numeric(10), ['"2000"', "2000", "2e3"]),
+    ('"0.3"', numeric(10), ['"0.30000000000000004"', "0.30000000000000004"]),
+    ('"9999999999999999999999999999.9999999999"', numeric(10),
+     ["9999999999999999999999999999.9999999999"]),
+    ('"0.1234512346"', numeric(10),
+     ["0.12345123455", "0.12345123465", '"0.12345123455"', '"0.12345123465"']),
+    ('"0.1234512345"', numeric(10),
+     ["0.123451234549", "0.12345123445001", '"0.123451234549"', '"0.12345123445001"']),
+    ('"1990-11-09T04:30:23.123456Z"', TIMESTAMP, ['"1990-11-09T04:30:23.1234569Z"']),
+    ('"1970-01-01T00:00:00Z"', TIMESTAMP, []),
+    ('"1969-12-31T23:00:00Z"', TIMESTAMP, ['"1970-01-01T00:00:00+01:00"']),
+    ('"42"', INT64, ['"+42"', "42"]),
+    ('"0"', INT64, ["-0", '"+0"', '"-0"', "0"]),
+    ('"Alice"', PARTY, []),
+    ("{}", UNIT_T, []),
+    ('"2019-06-18"', DATE, []),
+    ('"9999-12-31"', DATE, []),
+    ('"0001-01-01"', DATE, []),
+    ('"abc"', TEXT, []),
+    ("true", BOOL, []),
+    ('["1", "2", "3"]', list_of(INT64), ["[1, 2, 3]"]),
+    ('{"a": "b", "c": "d"}', TBuiltin(PrimType.TEXTMAP, (TEXT,)), []),
+    ('[["a", "b"], ["c", "d"]]', TBuiltin(PrimType.GENMAP, (TEXT, TEXT)),
+     ['[["c", "d"], ["a", "b"]]']),
+    ('"42"', optional(INT64), ["42"]),
+    ("null", optional(INT64), []),
+    ("null", OOI, []),
+    ("[]", OOI, ["[null]"]),
+    ('["42"]', OOI, ["[42]"]),
+    ("null", OOOI, []),
+    ("[]", OOOI, ["[null]"]),
+    ("[[]]", OOOI, ["[[null]]"]),
+    ('[["42"]]', OOOI, ["[[42]]"]),
+]
+
+
+@pytest.mark.parametrize(("canonical", "type_", "alternates"), REFERENCE_SUCCESSES)
+def test_reference_successes(codec: JsonCodec, canonical: str, type_: Type,
+                             alternates: list[str]) -> None:
+    value = codec.decode(type_, json.loads(canonical, parse_float=Decimal))
+    assert codec.encode(type_, value) == json.loads(canonical)
+    for alternate in alternates:
+        assert codec.decode(type_, json.loads(alternate, parse_float=Decimal)) == value
+
+
+REFERENCE_FAILURES: list[tuple[str, Type, str]] = [
+    ("42.3", INT64, ""),
+    ('"42.3"', INT64, ""),
+    ("9223372036854775808", INT64, ""),
+    ("-9223372036854775809", INT64, ""),
+    ('"garbage"', INT64, ""),
+    ('"   42 "', INT64, ""),
+    ('"1970-01-01T00:00:00"', TIMESTAMP, ""),
+    ('"1970-01-01T00:00:00+01:00[Europe/Paris]"', TIMESTAMP, ""),
+    ('"0000-01-01"', DATE, "Invalid date: 0000-01-01"),
+    ('"9999-99-99"', DATE, "Invalid date: 9999-99-99"),
+    ('"9999-12-32"', DATE, "Invalid date: 9999-12-32"),
+    ('"9999-13-31"', DATE, "Invalid date: 9999-13-31"),
+    ('"10000-01-01"', DATE, "Invalid date: 10000-01-01"),
+    ('"1-01-01"', DATE, "Invalid date: 1-01-01"),
+    ('"0001-02-29"', DATE, "Invalid date: 0001-02-29"),
+    ('"not-a-date"', DATE, "Invalid date: not-a-date"),
+    ('{"a": "b", "c": "d"}', TBuiltin(PrimType.GENMAP, (TEXT, TEXT)), ""),
+    ('[["a", "b"], ["a", "d"]]', TBuiltin(PrimType.GENMAP, (TEXT, TEXT)), "duplicate key: "),
+    ('""', PARTY, "Daml-LF Party is empty"),
+    ('"' + "a" * 256 + '"', PARTY, "Daml-LF Party is too long"),
+]
+
+
+@pytest.mark.parametrize(("serialized", "type_", "message"), REFERENCE_FAILURES)
+def test_reference_failures(codec: JsonCodec, serialized: str, type_: Type,
+                            message: str) -> None:
+    with pytest.raises(CodecError) as raised:
+        codec.decode(type_, json.loads(serialized, parse_float=Decimal))
+    assert message in str(raised.value)
+
+
+def test_record_array_form_length_errors(encoder_dar: tuple[JsonCodec, str]) -> None:
+    codec, pid = encoder_dar
+    pair = tcon(pid, "RecordMod", "Pair", INT64, TEXT)
+    with pytest.raises(CodecError, match="expected 2, found 3"):
+        codec.decode(pair, [1, "a", "extra"])
