@@ -43,7 +43,10 @@ async def test_deleting_an_account_revokes_every_token(redis: aioredis.Redis) ->
     for key in await redis.keys("*"):
         value = await redis.get(key) if await redis.type(key) == b"string" else b""
         # The client runs with decode_responses=False: keys and values are bytes.
-        stored = bytes(key) + (value if isinstance(value, bytes) else b"")
+        stored = (key if isinstance(key, bytes) else b"") + (
+            value if isinstance(value, bytes) else b""
+        )
+        assert stored
         assert all(s.encode() not in stored for s in secrets)
     assert len(await store.tokens("gone")) == 3
     await store.delete_account("gone")
