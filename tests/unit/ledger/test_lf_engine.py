@@ -445,3 +445,18 @@ def test_every_choice_runs_or_fails_with_a_ledger_error(shared_fixtures: Path, d
                 except LEDGER_LEVEL_ERRORS:
                     pass
     assert succeeded >= minimum_ok
+
+
+def test_get_time_uses_the_command_ledger_time(model: Fixture) -> None:
+    dummy = model.create("Test:Dummy", {"operator": "Alice"}, act_as=["Alice"])
+    arg_type = model.engine.choice(dummy.template_id, "ConsumeIfTimeIsBetween").arg_type
+    window = model.codec.decode(arg_type, {"begin": "2020-01-01T00:00:00Z",
+                                           "end": "2020-12-31T00:00:00Z"})
+    inside = model.codec.decode(TBuiltin(PrimType.TIMESTAMP), "2020-06-01T12:00:00Z")
+    outside = model.codec.decode(TBuiltin(PrimType.TIMESTAMP), "2021-06-01T12:00:00Z")
+    with pytest.raises(errors.UnhandledException, match="AssertionFailed"):
+        model.engine.exercise(dummy.contract_id, "ConsumeIfTimeIsBetween", window,
+                              act_as=["Alice"], ledger=model.ledger, ledger_time=outside)
+    tx = model.engine.exercise(dummy.contract_id, "ConsumeIfTimeIsBetween", window,
+                               act_as=["Alice"], ledger=model.ledger, ledger_time=inside)
+    assert [c.contract_id for c in tx.archived] == [dummy.contract_id]
