@@ -460,3 +460,13 @@ def test_get_time_uses_the_command_ledger_time(model: Fixture) -> None:
     tx = model.engine.exercise(dummy.contract_id, "ConsumeIfTimeIsBetween", window,
                                act_as=["Alice"], ledger=model.ledger, ledger_time=inside)
     assert [c.contract_id for c in tx.archived] == [dummy.contract_id]
+
+
+def test_package_set_lists_templates_and_interfaces(semantic: Fixture) -> None:
+    packages = semantic.engine.packages
+    main = semantic.dar.main_package_id
+    template = Identifier(main, "Interface", "T")
+    assert template in packages.template_ids()
+    assert set(packages.implemented_interfaces(template)) == {
+        Identifier(main, "Interface1", "I"), Identifier(main, "Interface2", "I")}
+    assert Identifier(main, "InterfaceViews", "I") in packages.interface_ids()

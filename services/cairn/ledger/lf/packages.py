@@ -93,3 +93,23 @@ class PackageSet:
         for package in self.packages.values():
             for module in package.modules.values():
                 yield from module.templates.values()
+
+    def template_ids(self) -> list[Identifier]:
+        """Every template of every loaded package."""
+        return [template.name for template in self.templates()]
+
+    def interface_ids(self) -> list[Identifier]:
+        """Every interface of every loaded package."""
+        return [interface.name for package in self.packages.values()
+                for module in package.modules.values()
+                for interface in module.interfaces.values()]
+
+    def implemented_interfaces(self, template_id: Identifier) -> list[Identifier]:
+        """Interfaces a template implements, including retroactive (co-)implementations
+        declared in interface modules."""
+        found = list(self.template(template_id).implements)
+        for interface_id in self.interface_ids():
+            if template_id in self.interface(interface_id).co_implements and \
+                    interface_id not in found:
+                found.append(interface_id)
+        return found
