@@ -234,6 +234,16 @@ def test_referenced_secrets_config_maps_and_claims_exist(rendered: Rendered) -> 
     assert not external & set(secrets)
 
 
+def test_data_volumes_survive_uninstall(rendered: Rendered) -> None:
+    claims = rendered.of_kind("PersistentVolumeClaim")
+    expected = {f"{RELEASE}-cairn-{store}" for store in ("redis", "minio")
+                if rendered.values[store]["enabled"]
+                and rendered.values[store]["persistence"]["enabled"]}
+    assert {c["metadata"]["name"] for c in claims} == expected
+    for claim in claims:
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
 def test_only_blob_services_receive_s3_credentials(rendered: Rendered) -> None:
     for service in CAIRN_SERVICES:
         spec = rendered.get("Deployment", f"{RELEASE}-cairn-{service}")["spec"]["template"]["spec"]
