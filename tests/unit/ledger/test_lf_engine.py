@@ -467,6 +467,18 @@ def test_package_set_lists_templates_and_interfaces(semantic: Fixture) -> None:
     main = semantic.dar.main_package_id
     template = Identifier(main, "Interface", "T")
     assert template in packages.template_ids()
+    # Interface3 implements its interface for Interface:T retroactively.
     assert set(packages.implemented_interfaces(template)) == {
-        Identifier(main, "Interface1", "I"), Identifier(main, "Interface2", "I")}
+        Identifier(main, "Interface1", "I"), Identifier(main, "Interface2", "I"),
+        Identifier(main, "Interface3", "I")}
     assert Identifier(main, "InterfaceViews", "I") in packages.interface_ids()
+
+
+def test_retroactive_interface_instance_choice(semantic: Fixture) -> None:
+    contract = semantic.create("Interface:T", {"owner": "Rita"}, act_as=["Rita"])
+    interface_id = Identifier(semantic.dar.main_package_id, "Interface3", "I")
+    choice = semantic.engine.choice(interface_id, "MyArchive")
+    tx = semantic.engine.exercise(contract.contract_id, "MyArchive",
+                                  semantic.codec.decode(choice.arg_type, {}), act_as=["Rita"],
+                                  ledger=semantic.ledger, interface_id=interface_id)
+    assert tx.result == "Interface3.I"
