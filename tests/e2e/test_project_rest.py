@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-
-from cairn.auth.store import FAR_FUTURE, Account, AuthStore
 
 from .conftest import RunningStack, exact
 
@@ -16,21 +14,23 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def root(stack: RunningStack) -> httpx.Client:
+def root(stack: RunningStack) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.root_token}"}
     ) as client:
         yield client
 
 
-async def new_account(stack: RunningStack, name: str) -> tuple[str, httpx.Client]:
-    """An account seeded straight into the stack's Redis (the Account API is another issue)."""
-    redis = aioredis.Redis.from_url(stack.redis_url)
-    store = AuthStore(redis)
-    account_id, secret = str(uuid.uuid4()), str(uuid.uuid4())
-    await store.put_account(Account(account_id, name, f"{name}@example.com"))
-    await store.add_token(account_id, secret, FAR_FUTURE)
-    await redis.aclose()
+def new_account(stack: RunningStack, name: str) -> tuple[str, httpx.Client]:
+    """An account made by the root admin with the Account API, and a token from the Token API."""
+    with httpx.Client(base_url=stack.base_url,
+                      headers={"Authorization": f"Bearer {stack.root_token}"}) as root:
+        made = root.post("/v1/accounts", json={"name": name, "email": f"{name}@example.com"})
+        assert made.status_code == 200, made.text
+        account_id = made.json()["id"]
+        token = root.post(f"/v1/accounts/{account_id}/tokens", json={})
+        assert token.status_code == 200, token.text
+    secret = token.json()["secret"]["value"]
     client = httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {secret}"})
     return account_id, client
 
@@ -56,7 +56,7 @@ def assert_clean_json(response: httpx.Response, status: int) -> None:
 
 
 async def test_default_project_and_listing(stack: RunningStack) -> None:
-    account, client = await new_account(stack, "alice")
+    account, client = new_account(stack, "alice")
     with client:
         first = client.get("/v1/projects/default")
         assert_clean_json(first, 200)
@@ -70,7 +70,7 @@ async def test_default_project_and_listing(stack: RunningStack) -> None:
 
 
 async def test_create_filter_actions_and_delete(stack: RunningStack) -> None:
-    account, client = await new_account(stack, "bob")
+    account, client = new_account(stack, "bob")
     with client:
         created = client.post("/v1/projects", json={
             "name": "xxx", "ownerAccountId": account, "description": "A project called xxx"})
@@ -95,7 +95,7 @@ async def test_create_filter_actions_and_delete(stack: RunningStack) -> None:
 
 
 async def test_default_project_cannot_be_deleted(stack: RunningStack) -> None:
-    _, client = await new_account(stack, "carol")
+    _, client = new_account(stack, "carol")
     with client:
         project_id = client.get("/v1/projects/default").json()["projectId"]
         refused = client.delete(f"/v1/projects/{project_id}")
@@ -104,8 +104,8 @@ async def test_default_project_cannot_be_deleted(stack: RunningStack) -> None:
 
 
 async def test_accounts_see_only_their_own_projects(stack: RunningStack) -> None:
-    alice, alice_client = await new_account(stack, "alice")
-    _, bob_client = await new_account(stack, "bob")
+    alice, alice_client = new_account(stack, "alice")
+    _, bob_client = new_account(stack, "bob")
     with alice_client, bob_client:
         private = alice_client.post("/v1/projects", json={
             "name": "private", "ownerAccountId": alice, "description": ""}).json()["projectId"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -24,7 +26,12 @@ def rest(secret: str) -> tuple[tuple[str, str], ...]:
     return (*bearer(secret), (REST_MARKER, "1"))
 
 
-async def stub(services: Services) -> pb_grpc.ProjectServiceStub:
+def trailers_of(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The trailing metadata as a dict (grpc.aio yields (key, value) pairs; its stubs disagree)."""
+    return dict(cast(Any, err.trailing_metadata() or ()))
+
+
+async def stub(services: Services) -> pb_grpc.ProjectServiceAsyncStub:
     channel = grpc.aio.insecure_channel(services.project_address)
     return pb_grpc.ProjectServiceStub(channel)
 
@@ -116,7 +123,7 @@ async def test_other_accounts_projects_are_not_accessible(services: Services) ->
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await call
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        trailers = dict(denied.value.trailing_metadata() or ())
+        trailers = trailers_of(denied.value)
         assert trailers["x-http-status"] == "401"
     # Creating a project for somebody else is refused too.
     with pytest.raises(grpc.aio.AioRpcError) as denied:
@@ -124,7 +131,7 @@ async def test_other_accounts_projects_are_not_accessible(services: Services) ->
             pb.CreateProjectRequest(name="x", owner_account_id=alice, description=""),
             metadata=bearer(bob_secret),
         )
-    assert json.loads(dict(denied.value.trailing_metadata())["x-http-body"]) == {
+    assert json.loads(trailers_of(denied.value)["x-http-body"]) == {
         "error": f"Access to account `{alice}` is not allowed"
     }
 
@@ -145,9 +152,10 @@ async def test_errors_carry_documented_rest_bodies(services: Services) -> None:
          {"error": "Project not found: 00000000-0000-0000-0000-000000000001"}),
     ]
     for call, code, status, body in cases:
+        assert isinstance(call, Awaitable)
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await call
-        trailers = dict(failed.value.trailing_metadata() or ())
+        trailers = trailers_of(failed.value)
         assert (failed.value.code(), trailers["x-http-status"]) == (code, status)
         assert json.loads(trailers["x-http-body"]) == body
 
@@ -160,7 +168,7 @@ async def test_default_project_cannot_be_deleted_but_others_can(services: Servic
         await s.DeleteProject(
             pb.DeleteProjectRequest(project_id=default.project.project_id), metadata=rest(secret)
         )
-    assert json.loads(dict(refused.value.trailing_metadata())["x-http-body"]) == {
+    assert json.loads(trailers_of(refused.value)["x-http-body"]) == {
         "errors": ["Cannot delete default project"]
     }
     other = await s.CreateProject(
@@ -231,7 +239,7 @@ async def test_bad_credentials_are_refused_with_golem_wording(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await s.ListProjects(pb.ListProjectsRequest(), metadata=metadata)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    trailers = dict(refused.value.trailing_metadata() or ())
+    trailers = trailers_of(refused.value)
     assert trailers["x-http-status"] == "401"
     assert json.loads(trailers["x-http-body"]) == {"error": message}
 
