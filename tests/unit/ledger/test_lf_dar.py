@@ -171,3 +171,12 @@ def test_manifest_continuation_lines() -> None:
     parsed = parse_manifest(text)
     assert parsed["Main-Dalf"] == "a/very-long-name-that-wraps-over-seventy-two-columns.dalf"
     assert parsed["Dalfs"] == "x.dalf, y.dalf"
+
+
+def test_uncompressed_size_is_bounded(shared_fixtures: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from cairn.ledger.lf import dar as dar_module
+
+    monkeypatch.setattr(dar_module, "MAX_UNCOMPRESSED_BYTES", 1000)
+    with pytest.raises(DarError, match="too large when uncompressed"):
+        _load(shared_fixtures, "test-1.15.dar")

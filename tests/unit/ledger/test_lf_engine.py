@@ -482,3 +482,11 @@ def test_retroactive_interface_instance_choice(semantic: Fixture) -> None:
                                   semantic.codec.decode(choice.arg_type, {}), act_as=["Rita"],
                                   ledger=semantic.ledger, interface_id=interface_id)
     assert tx.result == "Interface3.I"
+
+
+def test_runaway_computation_hits_the_call_budget(shared_fixtures: Path) -> None:
+    bench = Fixture(load_dar((shared_fixtures / "daml" / "benchtool-tests-1.15.dar").read_bytes()))
+    bench.engine = Engine(bench.dar.packages.values(), max_calls=2_000)
+    contract = bench.create("Bench:InefficientFibonacci", {"owner": "Alice"}, act_as=["Alice"])
+    with pytest.raises(errors.EvaluationLimitExceeded, match="limit of 2000 function calls"):
+        bench.exercise(contract, "InefficientFibonacci_Compute", {"value": 25}, act_as=["Alice"])

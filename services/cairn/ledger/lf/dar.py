@@ -21,6 +21,8 @@ from cairn.ledger.lf.wire import Msg, WireError
 SUPPORTED_LF_MINORS = ("6", "7", "8", "11", "12", "13", "14", "15", "17")
 SUPPORTED_LF_TEXT = "1.6, 1.7, 1.8, 1.11, 1.12, 1.13, 1.14, 1.15, 1.17"
 MAX_DAR_BYTES = 256 * 1024 * 1024
+# Bound on the uncompressed content, so a small zip cannot expand without limit.
+MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
 
 # Decoded packages, shared by every DAR that contains them (a package id names its content).
 _PACKAGE_CACHE: dict[str, Package] = {}
@@ -109,6 +111,10 @@ def load_dar(data: bytes) -> Dar:
     except zipfile.BadZipFile:
         raise DarError("Invalid DAR: not a zip archive") from None
     with archive:
+        uncompressed = sum(info.file_size for info in archive.infolist())
+        if uncompressed > MAX_UNCOMPRESSED_BYTES:
+            raise DarError(f"DAR is too large when uncompressed ({uncompressed} bytes; limit "
+                           f"{MAX_UNCOMPRESSED_BYTES})")
         names = set(archive.namelist())
         if "META-INF/MANIFEST.MF" not in names:
             raise DarError("Invalid DAR: missing META-INF/MANIFEST.MF")

@@ -14,8 +14,10 @@ from typing import Any
 
 from cairn.ledger.lf.ast import Choice, Identifier, Package, Template, Type
 from cairn.ledger.lf.dar import Dar
-from cairn.ledger.lf.errors import ArithmeticFailure, EngineError, InvalidArgument
+from cairn.ledger.lf.decode import DecodeError
+from cairn.ledger.lf.errors import ArithmeticFailure, EngineError, InvalidArgument, InvalidPackage
 from cairn.ledger.lf.interp import (
+    DEFAULT_MAX_CALLS,
     Contract,
     CreatedEvent,
     DamlThrow,
@@ -29,6 +31,7 @@ from cairn.ledger.lf.interp import (
 )
 from cairn.ledger.lf.packages import PackageSet
 from cairn.ledger.lf.value import Record
+from cairn.ledger.lf.wire import WireError
 
 __all__ = [
     "Contract",
@@ -48,9 +51,12 @@ def _now_micros() -> int:
 class Engine:
     """Interprets commands against loaded packages."""
 
-    def __init__(self, packages: PackageSet | Iterable[Package] = ()) -> None:
+    def __init__(self, packages: PackageSet | Iterable[Package] = (), *,
+                 max_calls: int = DEFAULT_MAX_CALLS) -> None:
         self.packages = packages if isinstance(packages, PackageSet) else PackageSet(packages)
         self._value_cache: dict[Identifier, Any] = {}
+        # Upper bound on closure calls (and fold steps) per command: stops runaway recursion.
+        self.max_calls = max_calls
 
     def add_dar(self, dar: Dar) -> None:
         for package in dar.packages.values():
@@ -102,7 +108,7 @@ class Engine:
             raise InvalidArgument("Expected one or more parties in actAs but got none")
         return Machine(self.packages, self._value_cache, ledger or EmptyLedger(), parties,
                        _now_micros() if ledger_time is None else ledger_time, new_contract_id,
-                       frozenset(read_as))
+                       frozenset(read_as), self.max_calls)
 
     def _transaction(self, machine: Machine, result: Any) -> Transaction:
         state = machine.state
@@ -121,6 +127,8 @@ class Engine:
             raise EngineError(failure.message) from None
         except RecursionError:
             raise EngineError("evaluation nested too deeply") from None
+        except (DecodeError, WireError) as exc:
+            raise InvalidPackage(f"invalid package definition: {exc}") from None
         return self._transaction(machine, result)
 
     def create(self, template_id: Identifier, argument: Record, *, act_as: Iterable[str],

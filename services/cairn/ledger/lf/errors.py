@@ -71,6 +71,18 @@ class InvalidArgument(EngineError):
     code = "DAML_INTERPRETER_INVALID_ARGUMENT"
 
 
+class EvaluationLimitExceeded(EngineError):
+    """The command needed more function calls than the engine's budget allows."""
+
+    code = "INTERPRETATION_TIME_EXCEEDED"
+
+
+class InvalidPackage(EngineError):
+    """A package body that was decoded lazily turned out to be malformed."""
+
+    code = "DAML_INTERPRETATION_ERROR"
+
+
 class ArithmeticFailure(Exception):
     """Raised by builtins; the interpreter turns it into a thrown DAML `ArithmeticError`."""
 

@@ -91,6 +91,7 @@ from cairn.ledger.lf.errors import (
     ContractNotFound,
     DuplicateContractKey,
     EngineError,
+    EvaluationLimitExceeded,
     InvalidArgument,
     PreconditionFailed,
     UnhandledException,
@@ -282,6 +283,9 @@ class _TxState:
 
 _Triple = tuple[A.Expr | None, dict[str, Any], Any]
 
+# About a minute of CPU in the worst case; a typical command makes well under 10,000 calls.
+DEFAULT_MAX_CALLS = 5_000_000
+
 # ------------------------------------------------------------------------------ frames
 K_SEQ = 0  # [K, node, subs, values, env]: evaluate subs in order, then finish node
 K_CASE = 1  # (K, alts, env)
@@ -311,13 +315,17 @@ class Machine:
     def __init__(self, packages: PackageSet, value_cache: dict[Identifier, Any],
                  ledger: LedgerView, authorizers: frozenset[str], ledger_time: int,
                  new_contract_id: Callable[[], str] | None = None,
-                 readers: frozenset[str] = frozenset()) -> None:
+                 readers: frozenset[str] = frozenset(),
+                 max_calls: int = DEFAULT_MAX_CALLS) -> None:
         self.packages = packages
         self.values = value_cache
         self.ledger = ledger
         self.authorizers = authorizers
         # Parties whose view of the ledger the command may use (actAs and readAs).
         self.readers = authorizers | readers
+        # Every loop in LF is recursion through a closure call, so bounding calls bounds time.
+        self.calls_left = max_calls
+        self.max_calls = max_calls
         self.ledger_time = ledger_time
         self.state = _TxState()
         self.roots = self.state.children
@@ -514,12 +522,14 @@ class Machine:
             if index >= len(items):
                 return None, {}, value
             stack.append((K_FOLDL, fn, items, index + 1))
+            self._charge()
             return self._apply(fn, (value, items[index]), stack)
         if kind == K_FOLDR:
             fn, items, index = frame[1], frame[2], frame[3]
             if index < 0:
                 return None, {}, value
             stack.append((K_FOLDR, fn, items, index - 1))
+            self._charge()
             return self._apply(fn, (items[index], value), stack)
         if kind == K_EQUAL_LIST:
             fn, xs, ys, index = frame[1], frame[2], frame[3], frame[4]
@@ -550,6 +560,13 @@ class Machine:
             return self._exercise(data[1], data[2], data[3], data[4], data[5], stack)
         raise EngineError(f"internal error: unknown frame {kind}")
 
+    def _charge(self) -> None:
+        """Count one step of a builtin fold against the call budget."""
+        self.calls_left -= 1
+        if self.calls_left < 0:
+            raise EvaluationLimitExceeded(
+                f"Interpretation exceeded the limit of {self.max_calls} function calls")
+
     # ------------------------------------------------------------------ application
     def _apply(self, fn: Any, args: tuple[Any, ...], stack: list[Any]
                ) -> tuple[A.Expr | None, dict[str, Any], Any]:
@@ -563,6 +580,10 @@ class Machine:
             n = len(params)
             if len(args) < n:
                 return None, {}, PAP(fn, tuple(args))
+            self.calls_left -= 1
+            if self.calls_left < 0:
+                raise EvaluationLimitExceeded(
+                    f"Interpretation exceeded the limit of {self.max_calls} function calls")
             env = dict(fn.env)
             for i in range(n):
                 env[params[i]] = args[i]
