@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 
@@ -53,3 +55,17 @@ async def test_deleting_an_account_revokes_every_token(redis: aioredis.Redis) ->
     assert [await store.token_by_secret(s) for s in secrets] == [None, None, None]
     assert await store.tokens("gone") == []
     assert await redis.keys("*gone*") == []
+
+
+async def test_concurrent_account_changes_are_not_lost(redis: aioredis.Redis) -> None:
+    store = AuthStore(redis)
+    await store.put_account(Account("busy", "n", "e@example.com"))
+    roles = [f"Role{i}" for i in range(15)]
+
+    def adding(role: str) -> Callable[[Account], Account]:
+        return lambda account: replace(account, roles=(*account.roles, role))
+
+    await asyncio.gather(*(store.modify_account("busy", adding(r)) for r in roles))
+    stored = await store.account("busy")
+    assert stored is not None and sorted(stored.roles) == sorted(roles)
+    assert await store.modify_account("missing", adding("x")) is None

@@ -138,14 +138,18 @@ class AccountService:
         require_account_access(caller, account_id)
         _required((("name", name), ("email", email)))
         assert name is not None and email is not None
-        current = await self._existing(account_id)
         if body_id is not None and body_id != account_id:
             raise InvalidRequest("The account id in the body does not match the path")
-        if plan_id is not None and plan_id != current.plan_id:
-            raise InvalidRequest("Changing the plan of an account is not allowed")
         _validate_account_data(name, email)
-        updated = replace(current, name=name, email=email)
-        await self._store.put_account(updated)
+
+        def rename(current: Account) -> Account:
+            if plan_id is not None and plan_id != current.plan_id:
+                raise InvalidRequest("Changing the plan of an account is not allowed")
+            return replace(current, name=name, email=email)
+
+        updated = await self._store.modify_account(account_id, rename)
+        if updated is None:
+            raise NotFound(ACCOUNT_NOT_FOUND)
         return updated
 
     async def delete(self, caller: Principal, account_id: str) -> None:
@@ -174,19 +178,27 @@ class AccountService:
     async def grant_role(self, caller: Principal, account_id: str, raw_role: str) -> str:
         require_admin(caller)
         role = parse_role(raw_role)
-        account = await self._existing(account_id)
-        if role not in account.roles:
-            await self._store.put_account(replace(account, roles=(*account.roles, role)))
+
+        def add(account: Account) -> Account:
+            return account if role in account.roles else replace(
+                account, roles=(*account.roles, role)
+            )
+
+        if await self._store.modify_account(account_id, add) is None:
+            raise NotFound(ACCOUNT_NOT_FOUND)
         return role
 
     async def revoke_role(self, caller: Principal, account_id: str, raw_role: str) -> None:
         require_admin(caller)
         role = parse_role(raw_role)
-        account = await self._existing(account_id)
         if role == "Admin" and account_id == self._root:
             raise InvalidRequest("Cannot remove the Admin role from the root account")
-        roles = tuple(r for r in account.roles if r != role)
-        await self._store.put_account(replace(account, roles=roles))
+
+        def remove(account: Account) -> Account:
+            return replace(account, roles=tuple(r for r in account.roles if r != role))
+
+        if await self._store.modify_account(account_id, remove) is None:
+            raise NotFound(ACCOUNT_NOT_FOUND)
 
 
 @dataclass(frozen=True)

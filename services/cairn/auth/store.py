@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -103,6 +104,11 @@ class UsageRefused:
     limit: str
 
 
+def _account_from(raw: bytes | str) -> Account:
+    data = json.loads(raw)
+    return Account(data["id"], data["name"], data["email"], data["plan_id"], tuple(data["roles"]))
+
+
 def _token_from(raw: bytes | str) -> Token:
     data = json.loads(raw)
     return Token(data["id"], data["account_id"], data["created_at"], data["expires_at"])
@@ -137,12 +143,30 @@ class AuthStore:
 
     async def account(self, account_id: str) -> Account | None:
         raw = await self._r.get(self._account_key(account_id))
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return Account(
-            data["id"], data["name"], data["email"], data["plan_id"], tuple(data["roles"])
-        )
+        return None if raw is None else _account_from(raw)
+
+    async def modify_account(
+        self, account_id: str, change: Callable[[Account], Account]
+    ) -> Account | None:
+        """Apply `change` to the stored account atomically (retried if another write raced it).
+
+        None if there is no such account. `change` may raise to abort without writing.
+        """
+        key = self._account_key(account_id)
+        async with self._r.pipeline(transaction=True) as tx:
+            while True:
+                try:
+                    await tx.watch(key)
+                    raw = await tx.get(key)
+                    if raw is None:
+                        return None  # leaving the pipeline block drops the watch
+                    changed = change(_account_from(raw))
+                    tx.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    tx.set(key, json.dumps(asdict(changed) | {"roles": list(changed.roles)}))
+                    await tx.execute()
+                    return changed
+                except aioredis.WatchError:
+                    continue
 
     async def delete_account(self, account_id: str) -> None:
         """Removes the account and revokes every token it has."""
