@@ -1,1 +1,1 @@
-"""The auth service: accounts, bearer tokens, and Envoy's external authorization."""
+"""The auth service: accounts, plans and usage, tokens, OAuth2 login, and Envoy's ext_authz."""
