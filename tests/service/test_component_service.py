@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -242,6 +242,15 @@ async def rest_error(call: Any) -> tuple[int, dict[str, Any]]:
     # grpc.aio hands back (key, value) tuples, whatever its stubs say.
     trailers: dict[str, Any] = dict(cast(Any, caught.value.trailing_metadata() or ()))
     return int(trailers["x-http-status"]), json.loads(trailers["x-http-body"])
+
+
+async def eventually(condition: Callable[[], bool], polls: int = 500) -> bool:
+    """Poll a condition on the file system every 20 ms (10 s at most); its last value."""
+    for _ in range(polls):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
 
 
 async def create_cart(env: Env, name: str = "shopping-cart", **kwargs: Any) -> pb.Component:
@@ -474,11 +483,13 @@ async def test_interrupted_upload_leaves_no_version_blob_or_spool_file(env: Env)
 
     call = env.components().UploadComponent(half_then_hang(), metadata=grpc_md())
     await sent.wait()
-    await asyncio.sleep(0.3)
+    # The server is spooling the upload (so the cancellation really interrupts it).
+    assert await eventually(lambda: len(list(env.spool_dir.iterdir())) == 1)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    await asyncio.sleep(0.5)  # the server notices the cancellation and cleans up
+    # The server notices the cancellation and deletes the partial spool file.
+    assert await eventually(lambda: not list(env.spool_dir.iterdir()))
     versions = await env.components().GetComponentVersions(
         pb.GetComponentVersionsRequest(component_id=created.component_id), metadata=grpc_md()
     )
