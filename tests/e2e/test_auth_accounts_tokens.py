@@ -239,3 +239,17 @@ def test_native_grpc_clients_use_the_same_bearer_token(
         with pytest.raises(grpc.RpcError) as err:
             accounts.GetAccount(account_pb.GetAccountRequest(account_id="root"), metadata=forged)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_session_cookie_is_the_other_security_scheme(
+    stack: RunningStack, root: httpx.Client
+) -> None:
+    account_id, secret = new_account(root, "cookie")
+    reply = httpx.get(f"{stack.base_url}/v1/accounts/{account_id}",
+                      headers={"Cookie": f"theme=dark; GOLEM_SESSION={secret}"})
+    assert reply.status_code == 200 and reply.json()["id"] == account_id
+    unknown = httpx.get(f"{stack.base_url}/v1/accounts/{account_id}",
+                        headers={"Cookie": f"GOLEM_SESSION={uuid.uuid4()}"})
+    assert (unknown.status_code, envoy_text(unknown)) == (
+        401, exact({"error": "Invalid Token: Unknown token secret."})
+    )
