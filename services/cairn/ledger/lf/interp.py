@@ -283,8 +283,8 @@ class _TxState:
 
 _Triple = tuple[A.Expr | None, dict[str, Any], Any]
 
-# About a minute of CPU in the worst case; a typical command makes well under 10,000 calls.
-DEFAULT_MAX_CALLS = 5_000_000
+# About 25 s of CPU at the slowest measured rate; a typical command makes under 10,000 calls.
+DEFAULT_MAX_CALLS = 1_000_000
 
 # ------------------------------------------------------------------------------ frames
 K_SEQ = 0  # [K, node, subs, values, env]: evaluate subs in order, then finish node
