@@ -78,7 +78,11 @@ class StoredContract:
 
     @classmethod
     def from_record(cls, raw: bytes | str) -> StoredContract:
-        data = json.loads(raw)
+        return cls.from_data(json.loads(raw))
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> StoredContract:
+        """From a parsed record."""
         return cls(
             contract_id=data["cid"],
             template_id=data["tid"],

@@ -225,8 +225,9 @@ class LedgerService:
         codec = self._packages.codec
         predicates = {template_id_text(t): compile_query(codec, TCon(t), query)
                       for t in resolved}
-        contracts = await self._store.visible_contracts(readers, list(predicates))
-        matching = [c for c in contracts if predicates[c.template_id](c.payload)]
+        matching = await self._store.visible_contracts(
+            readers, list(predicates),
+            where=lambda template_id, payload: predicates[template_id](payload))
         return QueryResult(matching, unknown)
 
     async def query_all(self, claims: LedgerClaims) -> list[StoredContract]:
