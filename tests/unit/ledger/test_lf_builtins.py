@@ -9,7 +9,7 @@ import pytest
 
 from cairn.ledger.lf import ast as A
 from cairn.ledger.lf import builtins as B
-from cairn.ledger.lf.errors import ArithmeticFailure, UserError
+from cairn.ledger.lf.errors import ArithmeticFailure, EngineError, UserError
 from cairn.ledger.lf.interp import ARITHMETIC_ERROR, DamlThrow, EmptyLedger, Machine
 from cairn.ledger.lf.packages import PackageSet
 from cairn.ledger.lf.value import UNIT, GenMap, Record, Some, Struct, compare
@@ -232,3 +232,10 @@ def test_try_catch_of_arithmetic_error_in_an_update() -> None:
 def test_error_builtin_is_fatal() -> None:
     with pytest.raises(UserError, match="boom"):
         machine().eval(app(builtin("ERROR"), const("boom")))
+
+
+def test_self_referential_value_is_an_error_not_a_hang() -> None:
+    loop = A.Identifier("pkg", "M", "loop")
+    m = machine({"loop": N(A.E_VAL, loop)})
+    with pytest.raises(EngineError, match="depends on itself"):
+        m.eval(N(A.E_VAL, loop))

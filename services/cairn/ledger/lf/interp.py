@@ -326,6 +326,8 @@ class Machine:
         # Every loop in LF is recursion through a closure call, so bounding calls bounds time.
         self.calls_left = max_calls
         self.max_calls = max_calls
+        # Top-level values under evaluation: meeting one again is a cycle, not recursion.
+        self._evaluating: set[Identifier] = set()
         self.ledger_time = ledger_time
         self.state = _TxState()
         self.roots = self.state.children
@@ -408,6 +410,9 @@ class Machine:
             cached = self.values.get(ident, _MISSING)
             if cached is not _MISSING:
                 return None, env, cached
+            if ident in self._evaluating:
+                raise EngineError(f"value {ident.qualified_name} depends on itself")
+            self._evaluating.add(ident)
             stack.append((K_STORE_VAL, ident))
             return self.packages.value(ident).body, {}, None
         if tag == E_ABS:
@@ -503,6 +508,7 @@ class Machine:
             return node.b, env, None
         if kind == K_STORE_VAL:
             self.values[frame[1]] = value
+            self._evaluating.discard(frame[1])
             return None, {}, value
         if kind == K_APPLY:
             return self._apply(value, frame[1], stack)
@@ -719,6 +725,8 @@ class Machine:
             if kind == K_EXERCISE_END:
                 self.authorizers = frame[2]
                 self.state.children = frame[3]
+            elif kind == K_STORE_VAL:
+                self._evaluating.discard(frame[1])
             elif kind == K_TRY:
                 node, env, snapshot, authorizers = frame[1], frame[2], frame[3], frame[4]
                 self.state.restore(snapshot)
