@@ -211,6 +211,10 @@ def test_iou_split_and_merge(model: Fixture) -> None:
     part_a, part_b = (model.ledger.contracts[first], model.ledger.contracts[second])
     merged = model.exercise(part_a, "Iou_Merge", {"otherCid": second}, act_as=["Alice"])
     assert {c.contract_id for c in merged.archived} == {part_a.contract_id, part_b.contract_id}
+    # Merge fetches the other Iou, archives it (a nested Archive exercise), then creates.
+    kinds = [type(e).__name__ for e in merged.events()]
+    assert kinds == ["ExercisedEvent", "FetchedEvent", "ExercisedEvent", "CreatedEvent"]
+    assert merged.events()[2].choice == "Archive"  # type: ignore[union-attr]
     assert model.payload(merged.created[0])["amount"] == "100.25"
 
 

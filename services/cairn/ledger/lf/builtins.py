@@ -1,8 +1,8 @@
 """DAML-LF builtin functions that are plain functions of their (already evaluated) arguments.
 
-Builtins that call back into user code (FOLDL, FOLDR, ANY_EXCEPTION_MESSAGE) are implemented
-by the interpreter itself; they are registered here with `impl=None`-like markers so decoding
-knows their arity. Numeric builtins take their `nat` type arguments as leading integer
+Builtins that call back into user code (FOLDL, FOLDR, EQUAL_LIST, ANY_EXCEPTION_MESSAGE) are
+run by the interpreter itself; they are registered here with a `FoldMarker` implementation so
+that decoding knows their arity. Numeric builtins take their `nat` type arguments as leading integer
 arguments (see `ast`). Numeric values are `Decimal`s quantized to their scale, so scales
 survive arithmetic and `NUMERIC_TO_TEXT` can print every scale digit.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 from cairn.ledger.lf.ast import Builtin
 from cairn.ledger.lf.errors import ArithmeticFailure, UserError
-from cairn.ledger.lf.value import UNIT, GenMap, Some, TypeRep, compare
+from cairn.ledger.lf.value import GenMap, Some, Struct, TypeRep, compare
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -354,8 +354,6 @@ def textmap_delete(key: str, mapping: dict[str, Any]) -> dict[str, Any]:
 
 
 def textmap_to_list(mapping: dict[str, Any]) -> tuple[Any, ...]:
-    from cairn.ledger.lf.value import Struct
-
     return tuple(Struct(("key", "value"), (k, mapping[k])) for k in sorted(mapping))
 
 
@@ -540,4 +538,4 @@ def builtin_for_wire(number: int) -> Builtin:
     return _BUILTINS[number]
 
 
-__all__ = ["BUILTINS_BY_NAME", "DECIMAL_REWRITES", "UNIT", "builtin_for_wire"]
+__all__ = ["BUILTINS_BY_NAME", "DECIMAL_REWRITES", "builtin_for_wire"]

@@ -95,12 +95,10 @@ from cairn.ledger.lf.errors import (
     InvalidArgument,
     PreconditionFailed,
     UnhandledException,
-    UserError,
     WronglyTypedContract,
 )
 from cairn.ledger.lf.packages import PackageSet
 from cairn.ledger.lf.value import (
-    UNIT,
     AnyException,
     AnyValue,
     Enum,
@@ -418,8 +416,11 @@ class Machine:
         if tag == E_ABS:
             return None, env, Closure(node.a, node.b, env)
         if tag == E_CASE:
+            scrutinee = node.a
+            if scrutinee.tag == E_VAR and scrutinee.a in env:
+                return self._match(node.b, env[scrutinee.a], env)
             stack.append((K_CASE, node.b, env))
-            return node.a, env, None
+            return scrutinee, env, None
         if tag == E_LET:
             stack.append((K_LET, node, 0, env))
             return node.a[0][1], env, None
@@ -914,11 +915,13 @@ class Machine:
         return cid
 
     def _check_fetch_authorization(self, contract: Contract) -> None:
+        """Fetches need a stakeholder among the authorizers; record the fetch node."""
         if not contract.stakeholders & self.authorizers:
             raise AuthorizationError(
                 f"Fetch of {contract.template_id.qualified_name} {contract.contract_id} requires "
                 f"one of its stakeholders ({', '.join(sorted(contract.stakeholders))}) among the "
                 f"authorizing parties ({', '.join(sorted(self.authorizers))})")
+        self.state.children.append(FetchedEvent(contract.contract_id, contract.template_id))
 
     def _check_key_authorization(self, template_id: Identifier, key: Any) -> None:
         template = self.packages.template(template_id)
@@ -1134,15 +1137,14 @@ def unhandled(machine: Machine, payload: AnyException) -> EngineError:
 
 
 __all__ = [
-    "UNIT",
     "Closure",
     "Contract",
     "CreatedEvent",
     "DamlThrow",
     "EmptyLedger",
     "ExercisedEvent",
+    "FetchedEvent",
     "LedgerView",
     "Machine",
     "Transaction",
-    "UserError",
 ]
