@@ -62,7 +62,16 @@ class Msg:
                 else:
                     value, pos = _read_varint(buf, pos, end)
             elif wire_type == 2:
-                length, pos = _read_varint(buf, pos, end)
+                # Lengths are almost always one or two varint bytes: decode those inline.
+                byte = buf[pos] if pos < end else 0x80
+                if byte < 0x80:
+                    length = byte
+                    pos += 1
+                elif pos + 1 < end and buf[pos + 1] < 0x80:
+                    length = (byte & 0x7F) | (buf[pos + 1] << 7)
+                    pos += 2
+                else:
+                    length, pos = _read_varint(buf, pos, end)
                 if pos + length > end:
                     raise WireError("truncated length-delimited field")
                 value = (pos, pos + length)
