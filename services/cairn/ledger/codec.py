@@ -197,7 +197,7 @@ class JsonCodec:
         if prim is PrimType.TEXT:
             if not isinstance(data, str):
                 raise CodecError(f"Expected a JSON string for Text, got {_describe(data)}")
-            return data
+            return _check_text(data)
         if prim is PrimType.PARTY:
             return decode_party(data)
         if prim is PrimType.INT64:
@@ -234,7 +234,8 @@ class JsonCodec:
             if not isinstance(data, dict):
                 raise CodecError(f"Expected a JSON object for TextMap, got {_describe(data)}")
             element = type_.args[0]
-            return {key: self._decode(element, data[key], depth + 1) for key in sorted(data)}
+            return {_check_text(key): self._decode(element, data[key], depth + 1)
+                    for key in sorted(data)}
         if prim is PrimType.GENMAP:
             return self._decode_genmap(type_, data, depth)
         raise CodecError(f"Type {prim.name} is not serializable")
@@ -349,6 +350,16 @@ class _CompareKey:
 
 
 # ---------------------------------------------------------------------- scalar helpers
+def _check_text(data: str) -> str:
+    """LF Text is a sequence of Unicode scalar values: lone surrogates are not allowed."""
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CodecError("Text contains a lone surrogate code point") from None
+    return data
+
+
+
 def decode_party(data: Any) -> str:
     if not isinstance(data, str):
         raise CodecError(f"Expected a JSON string for Party, got {_describe(data)}")

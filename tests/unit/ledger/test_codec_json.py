@@ -384,3 +384,9 @@ def test_record_array_form_length_errors(encoder_dar: tuple[JsonCodec, str]) -> 
     pair = tcon(pid, "RecordMod", "Pair", INT64, TEXT)
     with pytest.raises(CodecError, match="expected 2, found 3"):
         codec.decode(pair, [1, "a", "extra"])
+
+
+def test_text_rejects_lone_surrogates(codec: JsonCodec) -> None:
+    assert codec.decode(TEXT, json.loads('"\\ud83d\\ude00"')) == "\U0001f600"
+    with pytest.raises(CodecError, match="surrogate"):
+        codec.decode(TEXT, json.loads('"\\ud800"'))
