@@ -733,28 +733,30 @@ ALL_VALID = fixtures(SHARED) if SHARED.is_dir() else []
 
 
 def with_drops(exports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Golem's REST shape: `[drop]<r>(self: own<r>)` right after each `[constructor]<r>`."""
+    """Golem's REST shape (`add_resource_drops`): `[drop]<r>(self: own<r>)` per constructor,
+    after an instance's functions, and after all exports for top-level constructors."""
 
-    def functions(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for function in items:
-            out.append(function)
-            if function["name"].startswith("[constructor]"):
-                out.append({
-                    "name": "[drop]" + function["name"].removeprefix("[constructor]"),
-                    "parameters": [{"name": "self", "typ": function["results"][0]["typ"]}],
-                    "results": [],
-                })
-        return out
+    def drops(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": "[drop]" + f["name"].removeprefix("[constructor]"),
+                "parameters": [{"name": "self", "typ": f["results"][0]["typ"]}],
+                "results": [],
+            }
+            for f in items
+            if f["name"].startswith("[constructor]")
+        ]
 
     result: list[dict[str, Any]] = []
+    top_level: list[dict[str, Any]] = []
     for export in exports:
         if export["type"] == "Instance":
-            result.append({**export, "functions": functions(export["functions"])})
+            functions = export["functions"]
+            result.append({**export, "functions": functions + drops(functions)})
         else:
-            result.extend({"type": "Function", **f} for f in functions(
-                [{k: v for k, v in export.items() if k != "type"}]
-            ))
+            result.append(export)
+            top_level.append({k: v for k, v in export.items() if k != "type"})
+    result.extend({"type": "Function", **d} for d in drops(top_level))
     return result
 
 

@@ -148,14 +148,14 @@ def test_resources_are_numbered_in_first_seen_order_and_get_drops() -> None:
     functions = api["functions"]
     assert [f["name"] for f in functions] == [
         "[constructor]a",
-        "[drop]a",
         "[method]a.split",
         "[static]b.make",
+        "[drop]a",
     ]
     handle_a = {"type": "Handle", "resource_id": 0, "mode": "Owned"}
-    assert functions[1]["parameters"] == [{"name": "self", "typ": handle_a}]
-    assert functions[2]["parameters"][0]["typ"] == {**handle_a, "mode": "Borrowed"}
-    assert functions[2]["results"][0]["typ"] == {**handle_a, "resource_id": 1}
+    assert functions[3]["parameters"] == [{"name": "self", "typ": handle_a}]
+    assert functions[1]["parameters"][0]["typ"] == {**handle_a, "mode": "Borrowed"}
+    assert functions[1]["results"][0]["typ"] == {**handle_a, "resource_id": 1}
 
 
 def test_exports_using_unsupported_types_are_skipped_with_a_warning() -> None:

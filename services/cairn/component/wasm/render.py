@@ -2,7 +2,7 @@
 
 * `exports_to_json` / `metadata_to_json`: Golem's Dec 2024 Component API shape, internally
   tagged by `"type"`, function `results` lists, optional fields as `null`, plus the
-  `[drop]<resource>` function Golem's REST layer adds after each `[constructor]<resource>`.
+  `[drop]<resource>` function Golem's REST layer adds for each `[constructor]<resource>`.
 * `template_exports_to_json`: the 2023 Template API's externally tagged shape (see
   docs/wasm-metadata.md for the choices made where that format is poorly documented).
 * `wit_type` / `wit_signature`: WIT-like text, used to compare with `wasm-tools component wit`.
@@ -108,31 +108,33 @@ def drop_function_json(constructor: ExportedFunction) -> Json | None:
     }
 
 
-def functions_with_drops(functions: tuple[ExportedFunction, ...]) -> list[Json]:
-    rendered: list[Json] = []
-    for function in functions:
-        rendered.append(function_to_json(function))
-        drop = drop_function_json(function)
-        if drop is not None:
-            rendered.append(drop)
-    return rendered
+def drops_for(functions: tuple[ExportedFunction, ...]) -> list[Json]:
+    """The `[drop]` functions for these functions' constructors, in constructor order."""
+    return [d for d in map(drop_function_json, functions) if d is not None]
 
 
 def exports_to_json(metadata: ComponentMetadata) -> list[Json]:
-    """`metadata.exports` as the Component API returns it (with `[drop]` functions)."""
+    """`metadata.exports` as the Component API returns it (with `[drop]` functions).
+
+    Placement follows Golem's `add_resource_drops`: an instance's drops come after all its
+    functions; drops of top-level constructors come after all exports.
+    """
     rendered: list[Json] = []
+    top_level_constructors: list[ExportedFunction] = []
     for export in metadata.exports:
         if isinstance(export, ExportedInstance):
+            functions = [function_to_json(f) for f in export.functions]
             rendered.append(
                 {
                     "type": "Instance",
                     "name": export.name,
-                    "functions": functions_with_drops(export.functions),
+                    "functions": functions + drops_for(export.functions),
                 }
             )
         else:
-            for function in functions_with_drops((export,)):
-                rendered.append({"type": "Function", **function})
+            rendered.append({"type": "Function", **function_to_json(export)})
+            top_level_constructors.append(export)
+    rendered.extend({"type": "Function", **d} for d in drops_for(tuple(top_level_constructors)))
     return rendered
 
 
