@@ -37,8 +37,8 @@ class Settings:
     root_account_email: str = "root@cairn.local"
     # Key for the HMAC that services use to trust the principal header set by Envoy's ext_authz.
     internal_secret: str = ""
-    auth_address: str = ""
-    project_address: str = ""
+    # Explicit "host:port" per service (CAIRN_<SERVICE>_ADDR); absent means bind_host:grpc port.
+    addresses: Mapping[str, str] = field(default_factory=dict)
     grpc_max_message_bytes: int = 64 << 20
     shutdown_grace_seconds: float = 5.0
 
@@ -46,8 +46,7 @@ class Settings:
         return self.grpc_ports[service]
 
     def address(self, service: str) -> str:
-        explicit = {"auth": self.auth_address, "project": self.project_address}.get(service, "")
-        return explicit or f"{self.bind_host}:{self.grpc_ports[service]}"
+        return self.addresses.get(service) or f"{self.bind_host}:{self.grpc_ports[service]}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,8 +68,11 @@ class Settings:
             root_account_id=env.get("CAIRN_ROOT_ACCOUNT_ID", "root"),
             root_account_email=env.get("CAIRN_ROOT_ACCOUNT_EMAIL", "root@cairn.local"),
             internal_secret=env.get("CAIRN_INTERNAL_SECRET", ""),
-            auth_address=env.get("CAIRN_AUTH_ADDR", ""),
-            project_address=env.get("CAIRN_PROJECT_ADDR", ""),
+            addresses={
+                name: env[f"CAIRN_{name.upper()}_ADDR"]
+                for name in DEFAULT_PORTS
+                if env.get(f"CAIRN_{name.upper()}_ADDR")
+            },
             grpc_max_message_bytes=_int(env, "CAIRN_GRPC_MAX_MESSAGE_BYTES", 64 << 20),
             shutdown_grace_seconds=float(env.get("CAIRN_SHUTDOWN_GRACE_SECONDS", "5")),
         )

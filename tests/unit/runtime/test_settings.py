@@ -27,3 +27,9 @@ def test_bad_integer_names_the_variable() -> None:
 def test_require_names_missing_variables() -> None:
     with pytest.raises(SystemExit, match="CAIRN_REDIS_URL"):
         Settings.from_env({}).require("redis_url")
+
+
+def test_every_service_address_can_be_overridden() -> None:
+    s = Settings.from_env({"CAIRN_COMPONENT_ADDR": "component:5", "CAIRN_LEDGER_ADDR": "ledger:6"})
+    assert (s.address("component"), s.address("ledger")) == ("component:5", "ledger:6")
+    assert s.address("project") == "127.0.0.1:50051"
