@@ -36,6 +36,7 @@ from cairn.ledger.lf.ast import (
 )
 from cairn.ledger.lf.builtins import INT64_MAX, INT64_MIN, TIMESTAMP_MAX, TIMESTAMP_MIN
 from cairn.ledger.lf.errors import InvalidArgument
+from cairn.ledger.lf.interp import Contract
 from cairn.ledger.lf.packages import PackageSet, UnknownDefinition
 from cairn.ledger.lf.value import UNIT, Enum, GenMap, Record, Some, Variant, compare
 
@@ -337,6 +338,53 @@ class JsonCodec:
         return self.encode(inner, value.value)
 
 
+    # ------------------------------------------------------------------ contracts
+    def encode_contract(self, contract: Contract) -> dict[str, Any]:
+        """A contract in the JSON API's active-contract shape (plus `maintainers`), which also
+        round-trips losslessly through `decode_contract` (e.g. for storage)."""
+        template = self.packages.template(contract.template_id)
+        data: dict[str, Any] = {
+            "contractId": contract.contract_id,
+            "templateId": str(contract.template_id),
+            "payload": self.encode(TCon(contract.template_id), contract.argument),
+            "signatories": list(contract.signatories),
+            "observers": list(contract.observers),
+            "agreementText": contract.agreement_text,
+        }
+        if template.key is not None:
+            data["key"] = self.encode(template.key.type, contract.key)
+            data["maintainers"] = list(contract.maintainers)
+        return data
+
+    def decode_contract(self, data: Mapping[str, Any]) -> Contract:
+        """The inverse of `encode_contract`."""
+        try:
+            template_id = parse_identifier(data["templateId"])
+            template = self.packages.template(template_id)
+            has_key = template.key is not None
+            return Contract(
+                contract_id=data["contractId"],
+                template_id=template_id,
+                argument=self.decode(TCon(template_id), data["payload"]),
+                signatories=tuple(data["signatories"]),
+                observers=tuple(data["observers"]),
+                agreement_text=data.get("agreementText", ""),
+                key=self.decode(template.key.type, data["key"]) if template.key else None,
+                maintainers=tuple(data.get("maintainers", ())),
+                has_key=has_key,
+            )
+        except KeyError as missing:
+            raise CodecError(f"Contract JSON lacks the field {missing}") from None
+
+
+def parse_identifier(text: str) -> Identifier:
+    """`<packageId>:<Module.Name>:<Entity.Name>` to an `Identifier`."""
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) != 3 or not all(parts):
+        raise CodecError(f"Expected <packageId>:<module>:<entity>, got {_describe(text)}")
+    return Identifier(parts[0], parts[1], parts[2])
+
+
 class _CompareKey:
     """Adapts LF generic comparison to `list.sort`."""
 
@@ -486,4 +534,5 @@ def encode_json(type_: Type, value: Any, packages: PackageSet) -> Any:
     return JsonCodec(packages).encode(type_, value)
 
 
-__all__ = ["CodecError", "JsonCodec", "decode_json", "encode_json", "substitute"]
+__all__ = ["CodecError", "JsonCodec", "decode_json", "encode_json", "parse_identifier",
+           "substitute"]

@@ -4,13 +4,14 @@ deep recursion, all against an in-memory `LedgerView`."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cairn.ledger.codec import JsonCodec, substitute
+from cairn.ledger.codec import CodecError, JsonCodec, substitute
 from cairn.ledger.lf import errors
 from cairn.ledger.lf.ast import Identifier, PrimType, TBuiltin, TCon, Type
 from cairn.ledger.lf.dar import Dar, load_dar
@@ -494,3 +495,23 @@ def test_runaway_computation_hits_the_call_budget(shared_fixtures: Path) -> None
     contract = bench.create("Bench:InefficientFibonacci", {"owner": "Alice"}, act_as=["Alice"])
     with pytest.raises(errors.EvaluationLimitExceeded, match="limit of 2000 function calls"):
         bench.exercise(contract, "InefficientFibonacci_Compute", {"value": 25}, act_as=["Alice"])
+
+
+def test_contracts_round_trip_through_json(model: Fixture) -> None:
+    iou = model.create("Iou:Iou", IOU, act_as=["Bank", "Alice"])
+    encoded = model.codec.encode_contract(iou)
+    assert encoded == {
+        "contractId": iou.contract_id, "templateId": str(iou.template_id), "payload": IOU,
+        "signatories": ["Alice", "Bank"], "observers": ["Carol"], "agreementText": "",
+    }
+    assert model.codec.decode_contract(json.loads(json.dumps(encoded))) == iou
+    keyed = model.create("Test:TextKey", {"tkParty": "Kim", "tkKey": "json", "tkDisclosedTo": []},
+                         act_as=["Kim"])
+    encoded = model.codec.encode_contract(keyed)
+    assert encoded["key"] == {"_1": "Kim", "_2": "json"}
+    assert encoded["maintainers"] == ["Kim"]
+    assert model.codec.decode_contract(json.loads(json.dumps(encoded))) == keyed
+    with pytest.raises(CodecError, match="lacks the field 'contractId'"):
+        model.codec.decode_contract({"templateId": str(keyed.template_id)})
+    with pytest.raises(CodecError, match="Expected <packageId>:<module>:<entity>"):
+        model.codec.decode_contract({"templateId": "Iou:Iou"})
