@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -83,14 +84,15 @@ async def test_two_replicas_never_both_create_under_one_key(
     from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in replicas]
-    stubs = [pb_grpc.LedgerServiceStub(c) for c in channels]
+    stubs: list[pb_grpc.LedgerServiceAsyncStub] = [pb_grpc.LedgerServiceStub(c)
+                                                   for c in channels]
     try:
         dar = (shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes()
         await stubs[0].UploadDarFile(pb.UploadDarFileRequest(dar_file=dar), metadata=bearer(ALICE))
         # The second replica learns about the package from Redis on its first miss.
         from google.protobuf import json_format, struct_pb2
 
-        def value(data: object) -> struct_pb2.Value:
+        def value(data: dict[str, Any]) -> struct_pb2.Value:
             return json_format.ParseDict(data, struct_pb2.Value())
 
         on_other = await stubs[1].Create(pb.CreateRequest(template_id="Iou:Iou",
@@ -124,4 +126,4 @@ async def test_two_replicas_never_both_create_under_one_key(
         assert len(everything.contracts) == 5
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -65,7 +65,7 @@ class Ledger:
     channel: grpc.aio.Channel
 
     @property
-    def stub(self) -> pb_grpc.LedgerServiceStub:
+    def stub(self) -> pb_grpc.LedgerServiceAsyncStub:
         return pb_grpc.LedgerServiceStub(self.channel)
 
 
@@ -105,7 +105,7 @@ def result(reply: Any) -> Any:
 
 def rest_error(err: grpc.aio.AioRpcError) -> tuple[int, Any]:
     """The HTTP status and JSON body Envoy gives a REST client for a failed call."""
-    trailers = dict(err.trailing_metadata() or ())
+    trailers: dict[str, Any] = dict(cast(Any, err.trailing_metadata() or ()))
     return int(trailers["x-http-status"]), json.loads(trailers["x-http-body"])
 
 
@@ -148,7 +148,7 @@ async def failure(call: Any) -> tuple[int, Any]:
 async def ledger(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Ledger]:
     running = await start_ledger(redis, tmp_path / "blobs")
     yield running
-    await running.channel.close()
+    await running.channel.close(None)
     await running.server.stop(0)
 
 
@@ -523,5 +523,5 @@ async def test_verified_mode_checks_hs256_signatures(
         assert await failure(create(verified, "Iou:Iou", IOU, token=expired)) == (
             401, {"status": 401, "errors": ["Access token has expired"]})
     finally:
-        await verified.channel.close()
+        await verified.channel.close(None)
         await verified.server.stop(0)

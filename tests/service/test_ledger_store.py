@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -38,7 +39,7 @@ async def test_commits_take_increasing_offsets_and_are_published(redis: aioredis
     assert int(first.offset) + 1 == int(second.offset)
     assert first.offset < second.offset  # as strings too
     assert await store.ledger_end() == second.offset
-    events = []
+    events: list[dict[str, Any]] = []
     while len(events) < 2:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
         assert message is not None, "every commit is published"
@@ -47,7 +48,7 @@ async def test_commits_take_increasing_offsets_and_are_published(redis: aioredis
         {"offset": first.offset, "created": ["c1"], "archived": [], "commandId": "x"},
         {"offset": second.offset, "created": ["c2"], "archived": []},
     ]
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_archive_releases_the_key_and_indexes(redis: aioredis.Redis) -> None:
