@@ -8,6 +8,7 @@ Error texts follow the JSON API (see ../shared/research/daml.md §3d).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -160,10 +161,16 @@ class LedgerService:
                      command_id: str | None) -> Created:
         require_command_claims(claims)
         template_id = await self._template(template)
-        try:
+
+        def interpret() -> Transaction:
             argument = self._packages.codec.decode(TCon(template_id), payload)
-            transaction = self._packages.engine.create(
+            return self._packages.engine.create(
                 template_id, argument, act_as=claims.act_as, read_as=claims.read_as)
+
+        try:
+            # Interpretation is CPU-bound and may run long (the engine bounds it by a call
+            # budget): keep the event loop free for other calls and health checks meanwhile.
+            transaction = await asyncio.to_thread(interpret)
         except CodecError as err:
             raise InvalidRequest(str(err)) from None
         except EngineError as err:
