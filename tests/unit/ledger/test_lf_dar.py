@@ -180,3 +180,50 @@ def test_uncompressed_size_is_bounded(shared_fixtures: Path,
     monkeypatch.setattr(dar_module, "MAX_UNCOMPRESSED_BYTES", 1000)
     with pytest.raises(DarError, match="too large when uncompressed"):
         _load(shared_fixtures, "test-1.15.dar")
+
+
+def _archive(payload: bytes) -> bytes:
+    """An `Archive` message around `payload` with a correct SHA-256 hash."""
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte = n & 0x7F
+            n >>= 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    return (b"\x08\x00" + b"\x1a" + varint(len(payload)) + payload
+            + b"\x22" + varint(len(digest)) + digest)
+
+
+def test_corrupted_packages_fail_cleanly(shared_fixtures: Path) -> None:
+    """Random byte corruption of a real payload (with a recomputed hash) either still decodes
+    or raises DarError; never another exception."""
+    import random
+
+    from cairn.ledger.lf.wire import Msg
+
+    with zipfile.ZipFile(shared_fixtures / "daml" / "test-1.15.dar") as archive:
+        dalf = archive.read(next(n for n in archive.namelist() if n.endswith(".dalf")))
+    payload = Msg(dalf).raw(3)
+    assert decode_dalf(_archive(payload)).package_id == hashlib.sha256(payload).hexdigest()
+    rng = random.Random(20261122)
+    outcomes = {"ok": 0, "rejected": 0}
+    for _ in range(300):
+        corrupted = bytearray(payload)
+        for _ in range(rng.randint(1, 4)):
+            corrupted[rng.randrange(len(corrupted))] = rng.randrange(256)
+        try:
+            package = decode_dalf(_archive(bytes(corrupted)))
+            for module in package.modules.values():
+                for value in module.values.values():
+                    try:
+                        value.body
+                    except ValueError:  # DecodeError of a lazily decoded body
+                        pass
+            outcomes["ok"] += 1
+        except DarError:
+            outcomes["rejected"] += 1
+    assert outcomes["rejected"] > 0

@@ -331,10 +331,10 @@ class ExceptionDef:
 
 @dataclass(slots=True)
 class ValueDef:
-    """A top-level value; its body is decoded on first use."""
+    """A top-level value; its body is decoded on first use (its type is not kept: the engine
+    does not type-check)."""
 
     name: Identifier
-    type: Type
     _decode: Callable[[], Expr] | None
     _body: Expr | None = None
 

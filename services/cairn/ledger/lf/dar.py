@@ -98,6 +98,10 @@ def decode_dalf(data: bytes, *, where: str = "DALF") -> Package:
         package = decode_package(package_id, payload, archive_payload.raw(2), minor)
     except (DecodeError, WireError) as exc:
         raise DarError(f"{where}: invalid Daml-LF package {package_id}: {exc}") from None
+    except (ValueError, ArithmeticError, IndexError, KeyError, TypeError) as exc:
+        # Malformed input that slipped past the structural checks: still the client's DAR.
+        raise DarError(f"{where}: invalid Daml-LF package {package_id}: "
+                       f"{type(exc).__name__}: {exc}") from None
     _PACKAGE_CACHE[package_id] = package
     return package
 

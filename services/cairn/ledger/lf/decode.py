@@ -25,6 +25,20 @@ _WIDE = Context(prec=200)
 _NO_NATS: frozenset[str] = frozenset()
 
 
+def _numeric_literal(text: str, scale: int | None) -> Decimal:
+    """A Numeric literal; its scale is its number of fraction digits unless given (LF 1.6
+    Decimal literals are always scale 10)."""
+    try:
+        value = Decimal(text)
+        if not value.is_finite():
+            raise DecodeError(f"invalid numeric literal {text!r}")
+        if scale is not None:
+            value = value.quantize(Decimal(1).scaleb(-scale), context=_WIDE)
+    except ArithmeticError:
+        raise DecodeError(f"invalid numeric literal {text!r}") from None
+    return value
+
+
 class PackageDecoder:
     """Decodes one package; holds the interning tables shared by all of its definitions."""
 
@@ -385,9 +399,9 @@ class PackageDecoder:
         if which == 1:
             return msg.sint64(1)
         if which == 10:
-            return Decimal(self._str(msg.uint(10)))
+            return _numeric_literal(self._str(msg.uint(10)), None)
         if which == 2:
-            return Decimal(msg.string(2)).quantize(Decimal(1).scaleb(-10), context=_WIDE)
+            return _numeric_literal(msg.string(2), 10)
         if which == 11:
             return self._str(msg.uint(11))
         if which == 4:
@@ -642,11 +656,13 @@ class PackageDecoder:
                 raise DecodeError(f"value {ident} has no body")
             try:
                 return self.expr(Msg(self.buf, window[0], window[1]), _NO_NATS)
-            except WireError as exc:
+            except DecodeError:
+                raise
+            except (ValueError, ArithmeticError, IndexError, KeyError, TypeError,
+                    RecursionError) as exc:
                 raise DecodeError(f"malformed body of {ident}: {exc}") from exc
 
-        # The type is only needed for codec/introspection; decode it lazily as well.
-        return A.ValueDef(ident, A.TVar("?"), decode_body)
+        return A.ValueDef(ident, decode_body)
 
     def module(self, msg: Msg) -> A.Module:
         name = self.dname(msg, 1, 8)

@@ -129,6 +129,13 @@ class Engine:
             raise EngineError("evaluation nested too deeply") from None
         except (DecodeError, WireError) as exc:
             raise InvalidPackage(f"invalid package definition: {exc}") from None
+        except EngineError:
+            raise
+        except (TypeError, AttributeError, IndexError, KeyError, ValueError) as exc:
+            # Packages are not type-checked: an ill-typed one surfaces here as a Python error
+            # in the interpreter. It fails the command instead of escaping as a crash.
+            raise EngineError(f"Interpretation failed (ill-typed package or engine defect): "
+                              f"{type(exc).__name__}: {exc}") from exc
         return self._transaction(machine, result)
 
     def create(self, template_id: Identifier, argument: Record, *, act_as: Iterable[str],

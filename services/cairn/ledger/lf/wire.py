@@ -151,7 +151,10 @@ class Msg:
         for value in self.fields.get(number, ()):
             if not isinstance(value, tuple):
                 raise WireError(f"field {number} is not length-delimited")
-            out.append(self.buf[value[0] : value[1]].decode("utf-8"))
+            try:
+                out.append(self.buf[value[0] : value[1]].decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise WireError(f"field {number} is not valid UTF-8") from exc
         return out
 
     def msg(self, number: int) -> Msg | None:
