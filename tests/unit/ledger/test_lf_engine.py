@@ -515,3 +515,22 @@ def test_contracts_round_trip_through_json(model: Fixture) -> None:
         model.codec.decode_contract({"templateId": str(keyed.template_id)})
     with pytest.raises(CodecError, match="Expected <packageId>:<module>:<entity>"):
         model.codec.decode_contract({"templateId": "Iou:Iou"})
+
+
+def test_choice_resolution_follows_the_json_api_rules(semantic: Fixture) -> None:
+    main = semantic.dar.main_package_id
+    template = Identifier(main, "Interface", "T")
+    interface1 = Identifier(main, "Interface1", "I")
+    resolve = semantic.engine.resolve_choice
+    # Declared on the template itself: the template's choice wins.
+    assert resolve(template, "MyArchive")[0] is None
+    # Only inherited from one interface.
+    assert resolve(template, "ChoiceI1")[0] == interface1
+    # Explicit choiceInterfaceId, or an interface id as the target.
+    interface_id, choice = resolve(template, "MyArchive", interface1)
+    assert interface_id == interface1 and choice.consuming
+    assert resolve(interface1, "ChoiceI1")[0] == interface1
+    with pytest.raises(errors.InvalidArgument, match="Cannot resolve Choice Argument type"):
+        resolve(template, "NoSuchChoice")
+    with pytest.raises(errors.InvalidArgument, match="Unknown choice ChoiceI2 of interface"):
+        resolve(interface1, "ChoiceI2")

@@ -78,6 +78,39 @@ class Engine:
                                   f"{template_or_interface.qualified_name}")
         return found
 
+    def resolve_choice(self, target: Identifier, choice: str,
+                       choice_interface_id: Identifier | None = None
+                       ) -> tuple[Identifier | None, Choice]:
+        """Find the choice an exercise command names, as the JSON API does.
+
+        `target` is a template or an interface id. With `choice_interface_id` the choice must
+        be declared on that interface. Otherwise a choice declared on the template wins over
+        choices inherited from interfaces it implements. A name inherited from more than one
+        interface is ambiguous. Returns (interface id to exercise through, or None; choice).
+        """
+        if choice_interface_id is not None or self.packages.find_template(target) is None:
+            interface_id = choice_interface_id or target
+            found = self.packages.interface(interface_id).choices.get(choice)
+            if found is None:
+                raise InvalidArgument(f"Unknown choice {choice} of interface "
+                                      f"{interface_id.qualified_name}")
+            return interface_id, found
+        own = self.packages.template(target).choices.get(choice)
+        if own is not None:
+            return None, own
+        candidates = [(interface_id, self.packages.interface(interface_id).choices[choice])
+                      for interface_id in self.packages.implemented_interfaces(target)
+                      if choice in self.packages.interface(interface_id).choices]
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            names = ", ".join(sorted(i.qualified_name for i, _ in candidates))
+            raise InvalidArgument(f"Cannot resolve Choice Argument type, given: "
+                                  f"({target.qualified_name}, {choice}); it is inherited from "
+                                  f"several interfaces: {names}")
+        raise InvalidArgument(f"Cannot resolve Choice Argument type, given: "
+                              f"({target.qualified_name}, {choice})")
+
     def key_type(self, template_id: Identifier) -> Type:
         template = self.packages.template(template_id)
         if template.key is None:
