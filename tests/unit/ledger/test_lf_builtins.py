@@ -169,7 +169,7 @@ def app(fn: A.Expr, *args: A.Expr) -> A.Node:
 
 def machine(values: dict[str, A.Expr] | None = None) -> Machine:
     module = A.Module("M", {}, {}, {}, {}, {}, {
-        name: A.ValueDef(A.Identifier("pkg", "M", name), A.TVar("?"), None, body)
+        name: A.ValueDef(A.Identifier("pkg", "M", name), None, body)
         for name, body in (values or {}).items()
     })
     package = A.Package("pkg", "1.15", None, None, {"M": module}, b"")
