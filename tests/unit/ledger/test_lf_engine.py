@@ -193,7 +193,7 @@ def test_iou_transfer_archives_and_creates(model: Fixture) -> None:
     assert isinstance(events[1], CreatedEvent)
     transfer = tx.created[0]
     assert tx.result == transfer.contract_id
-    assert [c.contract_id for c in tx.archived] == [iou.contract_id]
+    assert tx.archived_contract_ids == [iou.contract_id]
     assert transfer.template_id == model.ident("Iou:IouTransfer")
     assert transfer.observers == ("Bob",)
     assert model.payload(transfer) == {"iou": IOU, "newOwner": "Bob"}
@@ -288,6 +288,8 @@ def test_keyed_template_key_and_maintainers(model: Fixture) -> None:
     payload = {"tkParty": "Alice", "tkKey": "k1", "tkDisclosedTo": ["Bob"]}
     contract = model.create("Test:TextKey", payload, act_as=["Alice"])
     assert contract.has_key and contract.maintainers == ("Alice",)
+    tx = model.engine.create(contract.template_id, contract.argument, act_as=["Alice"])
+    assert tx.keys_needed_free == [(contract.template_id, contract.key)]
     key_type = model.engine.key_type(model.ident("Test:TextKey"))
     assert model.codec.encode(key_type, contract.key) == {"_1": "Alice", "_2": "k1"}
     with pytest.raises(errors.DuplicateContractKey):

@@ -246,6 +246,16 @@ class Transaction:
     key_lookups: dict[tuple[Identifier, Any], str | None] = field(default_factory=dict)
     result: Any = None
 
+    @property
+    def archived_contract_ids(self) -> list[str]:
+        return [contract.contract_id for contract in self.archived]
+
+    @property
+    def keys_needed_free(self) -> list[tuple[Identifier, Any]]:
+        """(template, key) of each created keyed contract: no other active contract of the
+        template may hold that key at commit (apart from ones this transaction archives)."""
+        return [(c.template_id, c.key) for c in self.created if c.has_key]
+
     def events(self) -> list[Event]:
         """All events in pre-order (the order the JSON API reports them)."""
         out: list[Event] = []
