@@ -172,7 +172,8 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
         claims = self._callers.resolve(context)
         if is_rest(context):
             body = json_object(request.rest, "a fetch request")
-            contract_id, template, key = body.get("contractId"), body.get("templateId"), None
+            contract_id: object = body.get("contractId")
+            template: object = body.get("templateId")
             has_key = "key" in body
             key = body.get("key")
             readers = body.get("readers")
@@ -192,7 +193,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
                 raise InvalidRequest("A fetch by key requires templateId")
             found = await self._ledger.fetch_by_key(claims, template, key)
         else:
-            found = await self._ledger.fetch_by_id(claims, contract_id, template)  # type: ignore[arg-type]
+            found = await self._ledger.fetch_by_id(claims, contract_id, template)
         if is_rest(context):
             return pb.FetchResponse(rest=envelope(None if found is None else found.to_json()))
         response = pb.FetchResponse()

@@ -180,7 +180,7 @@ class LedgerService:
         return Created(created, offset)
 
     # ------------------------------------------------------------------ reads
-    async def fetch_by_id(self, claims: LedgerClaims, contract_id: str,
+    async def fetch_by_id(self, claims: LedgerClaims, contract_id: object,
                           template: object | None = None) -> StoredContract | None:
         readers = require_readers(claims)
         if not isinstance(contract_id, str) or not contract_id:
