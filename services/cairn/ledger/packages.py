@@ -121,7 +121,14 @@ class PackageRegistry:
                 return
             dars = await self._store.dars_of(missing)
             for dar_key in sorted(set(dars.values())):
-                data = await read_bytes(self._blobs, dar_key, max_size=self._max_dar_bytes)
+                try:
+                    data = await read_bytes(self._blobs, dar_key, max_size=self._max_dar_bytes)
+                except BlobNotFound:
+                    # Redis and the blob store disagree: most likely another blob location.
+                    raise RuntimeError(
+                        f"the package index in Redis names {dar_key}, which the blob store does "
+                        f"not have; check CAIRN_BLOB_DIR / CAIRN_S3_* match the other "
+                        f"replicas") from None
                 try:
                     dar = await asyncio.to_thread(load_dar, data)
                 except DarError as err:  # it was valid when uploaded: the blob is damaged
