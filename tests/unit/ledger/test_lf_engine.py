@@ -426,6 +426,14 @@ LEDGER_LEVEL_ERRORS = (
     ("semantic-tests-1.15.dar", 95),
     ("TestingTypes-1_0_0-sdk_0_13_36-lf_1_6.dar", 17),
     ("TestingTypes-1_6_0-sdk_1_15_0-lf_1_13.dar", 29),
+    # Every choice of these succeeds with sample arguments.
+    ("benchtool-tests-1.15.dar", 17),
+    ("dd-0.0.1-sdk-2.3.0-lf-1.14.dar", 4),
+    ("dd-0.0.1-sdk-2.4.0-lf-1.15.dar", 4),
+    ("TestingTypes-1_0_0-sdk_1_0_0-lf_1_8.dar", 18),
+    ("TestingTypes-1_0_0-sdk_1_12_0-lf_1_11.dar", 18),
+    ("dummy-daml-app-0.0.1-sdk_1_3_0-lf_1_8.dar", 2),
+    *((dar_name, 2) for dar_name in ENCODER_DARS),
 ])
 def test_every_choice_runs_or_fails_with_a_ledger_error(shared_fixtures: Path, dar_name: str,
                                                         minimum_ok: int) -> None:
