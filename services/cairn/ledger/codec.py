@@ -34,7 +34,13 @@ from cairn.ledger.lf.ast import (
     TVar,
     Type,
 )
-from cairn.ledger.lf.builtins import INT64_MAX, INT64_MIN, TIMESTAMP_MAX, TIMESTAMP_MIN
+from cairn.ledger.lf.builtins import (
+    INT64_MAX,
+    INT64_MIN,
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
+    timestamp_to_text,
+)
 from cairn.ledger.lf.errors import InvalidArgument
 from cairn.ledger.lf.interp import Contract
 from cairn.ledger.lf.packages import PackageSet, UnknownDefinition
@@ -519,8 +525,6 @@ def decode_timestamp(data: Any) -> int:
 
 
 def encode_timestamp(micros: int) -> str:
-    from cairn.ledger.lf.builtins import timestamp_to_text
-
     return timestamp_to_text(micros)
 
 
