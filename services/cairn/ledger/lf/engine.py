@@ -136,6 +136,8 @@ class Engine:
     def _machine(self, act_as: Iterable[str], ledger: LedgerView | None,
                  ledger_time: int | None, new_contract_id: Callable[[], str] | None,
                  read_as: Iterable[str] = ()) -> Machine:
+        if isinstance(act_as, str) or isinstance(read_as, str):
+            raise TypeError("act_as and read_as take collections of parties, not a string")
         parties = frozenset(act_as)
         if not parties:
             raise InvalidArgument("Expected one or more parties in actAs but got none")
