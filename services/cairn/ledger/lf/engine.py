@@ -125,12 +125,9 @@ class Engine:
         if instance.view is None:
             raise InvalidArgument(f"Interface {interface_id.qualified_name} has no view")
         template = self.packages.template(contract.template_id)
-        try:
-            return machine.eval(instance.view, {template.param: contract.argument})
-        except DamlThrow as thrown:
-            raise unhandled(machine, thrown.payload) from None
-        except ArithmeticFailure as failure:
-            raise EngineError(failure.message) from None
+        view = instance.view
+        return self._evaluate(machine, lambda: machine.eval(
+            view, {template.param: contract.argument}))
 
     # ------------------------------------------------------------------ commands
     def _machine(self, act_as: Iterable[str], ledger: LedgerView | None,
@@ -153,9 +150,10 @@ class Engine:
                            input_contracts=dict(state.inputs),
                            key_lookups=dict(state.key_lookups), result=result)
 
-    def _run(self, machine: Machine, command: Callable[[], Any]) -> Transaction:
+    def _evaluate(self, machine: Machine, command: Callable[[], Any]) -> Any:
+        """Run `command` on `machine`, turning every failure into an `EngineError`."""
         try:
-            result = command()
+            return command()
         except DamlThrow as thrown:
             raise unhandled(machine, thrown.payload) from None
         except ArithmeticFailure as failure:
@@ -171,6 +169,9 @@ class Engine:
             # in the interpreter. It fails the command instead of escaping as a crash.
             raise EngineError(f"Interpretation failed (ill-typed package or engine defect): "
                               f"{type(exc).__name__}: {exc}") from exc
+
+    def _run(self, machine: Machine, command: Callable[[], Any]) -> Transaction:
+        result = self._evaluate(machine, command)
         return self._transaction(machine, result)
 
     def create(self, template_id: Identifier, argument: Record, *, act_as: Iterable[str],
