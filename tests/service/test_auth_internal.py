@@ -33,7 +33,6 @@ PLAN = Plan(
     component_limit=3,
     storage_limit=10_000_000,
     monthly_upload_limit=25_000_000,
-    component_size_limit=8_000_000,
 )
 
 
@@ -128,9 +127,6 @@ async def test_each_limit_refuses_with_golems_message_and_records_nothing(
         f"Limit exceeded: Limit Exceeded: Storage limit exceeded for account: {account} "
         "(limit: 10 MB)",
     )
-    await expect_limit(internal, usage(account, 0, 0, 9_000_000),
-                       "Limit exceeded: Limit Exceeded: Component size limit exceeded "
-                       "(limit: 8MB)")
     for _ in range(3):
         await internal.stub.RecordComponentUsage(usage(account, 0, 0, 8_000_000),
                                                  metadata=SERVICE)

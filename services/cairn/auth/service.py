@@ -286,11 +286,8 @@ class UsageService:
         if await self._store.account(account_id) is None:
             raise NotFound(ACCOUNT_NOT_FOUND)
         plan = self._plan
-        if upload_bytes > plan.component_size_limit:
-            raise LimitExceeded(
-                "Limit exceeded: Limit Exceeded: Component size limit exceeded "
-                f"(limit: {_megabytes(plan.component_size_limit)}MB)"
-            )
+        # The per-upload size cap is the component service's (CAIRN_COMPONENT_MAX_BYTES): it has
+        # to stop a stream while it arrives, long before usage is recorded.
         outcome = await self._store.record_usage(
             account_id,
             count_delta=count_delta,

@@ -37,8 +37,6 @@ class Plan:
     storage_limit: int = 500_000_000
     monthly_gas_limit: int = 1_000_000_000_000
     monthly_upload_limit: int = 1_000_000_000
-    # Golem's hard per-upload cap (plan_limit.rs), not a plan field but enforced with the plan.
-    component_size_limit: int = 50_000_000
 
     def to_json(self) -> dict[str, object]:
         """Golem's Plan JSON."""
@@ -93,9 +91,6 @@ class AuthSettings:
             monthly_gas_limit=_int(env, "CAIRN_PLAN_MONTHLY_GAS_LIMIT", defaults.monthly_gas_limit),
             monthly_upload_limit=_int(
                 env, "CAIRN_PLAN_MONTHLY_UPLOAD_LIMIT", defaults.monthly_upload_limit
-            ),
-            component_size_limit=_int(
-                env, "CAIRN_PLAN_COMPONENT_SIZE_LIMIT", defaults.component_size_limit
             ),
         )
         client_id = env.get("CAIRN_OAUTH2_CLIENT_ID", "")
