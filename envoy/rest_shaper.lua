@@ -32,6 +32,17 @@ function envoy_on_response(handle)
     handle:body(true):setBytes(body)
     return
   end
+  if status == nil and h:get("content-type") == "application/json" then
+    -- An Envoy local reply (auth denial, bad JSON, unknown path, upstream down), already in the
+    -- API's shape by local_reply_config, whose JSON formatter ends the body with a newline:
+    -- drop it so these bodies are byte-for-byte what the services write.
+    local b = handle:body(true)
+    local n = b:length()
+    if n > 0 and b:getBytes(n - 1, 1) == "\n" then
+      b:setBytes(b:getBytes(0, n - 1))
+    end
+    return
+  end
   if status == nil and h:get(":status") ~= "200" and h:get("content-type") == "application/grpc" then
     -- The error came in gRPC trailers (the service had already started a streamed reply).
     local b = handle:body(true)
