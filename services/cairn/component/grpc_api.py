@@ -237,7 +237,10 @@ async def _stream_wasm(
             yield httpbody_pb2.HttpBody(content_type=DOWNLOAD_CONTENT_TYPE)
 
 
-class ComponentApi(pb_grpc.ComponentServiceServicer):
+class _VersionReplies:
+    """What the Component and Template APIs share: one service, versions in typed replies for
+    gRPC and in the API's own JSON shape (`_rest_json`) for REST."""
+
     def __init__(
         self,
         service: ComponentService,
@@ -251,16 +254,21 @@ class ComponentApi(pb_grpc.ComponentServiceServicer):
         self._uploads = _Uploads(service, spool_dir, max_files_archive_bytes)
 
     @staticmethod
-    def _one(version: ComponentVersion, context: Context) -> pb.ComponentResponse:
+    def _rest_json(version: ComponentVersion) -> Any:
+        return version.to_json()
+
+    def _one(self, version: ComponentVersion, context: Context) -> pb.ComponentResponse:
         if is_rest(context):
-            return pb.ComponentResponse(rest=json_body(version.to_json()))
+            return pb.ComponentResponse(rest=json_body(self._rest_json(version)))
         return pb.ComponentResponse(component=component_to_pb(version))
 
-    @staticmethod
-    def _many(versions: list[ComponentVersion], context: Context) -> pb.ComponentsResponse:
+    def _many(self, versions: list[ComponentVersion], context: Context) -> pb.ComponentsResponse:
         if is_rest(context):
-            return pb.ComponentsResponse(rest=json_body([v.to_json() for v in versions]))
+            return pb.ComponentsResponse(rest=json_body([self._rest_json(v) for v in versions]))
         return pb.ComponentsResponse(components=[component_to_pb(v) for v in versions])
+
+
+class ComponentApi(_VersionReplies, pb_grpc.ComponentServiceServicer):
 
     async def ListComponents(
         self, request: pb.ListComponentsRequest, context: Context
@@ -411,30 +419,10 @@ def template_errors() -> Iterator[None]:
         raise TemplateNotFound(*err.messages) from None
 
 
-class TemplateApi(template_grpc.TemplateServiceServicer):
-    def __init__(
-        self,
-        service: ComponentService,
-        callers: CallerResolver,
-        *,
-        spool_dir: Path | None = None,
-        max_files_archive_bytes: int = 500_000_000,
-    ) -> None:
-        self._service = service
-        self._callers = callers
-        self._uploads = _Uploads(service, spool_dir, max_files_archive_bytes)
-
+class TemplateApi(_VersionReplies, template_grpc.TemplateServiceServicer):
     @staticmethod
-    def _one(version: ComponentVersion, context: Context) -> pb.ComponentResponse:
-        if is_rest(context):
-            return pb.ComponentResponse(rest=json_body(version.to_template_json()))
-        return pb.ComponentResponse(component=component_to_pb(version))
-
-    @staticmethod
-    def _many(versions: list[ComponentVersion], context: Context) -> pb.ComponentsResponse:
-        if is_rest(context):
-            return pb.ComponentsResponse(rest=json_body([v.to_template_json() for v in versions]))
-        return pb.ComponentsResponse(components=[component_to_pb(v) for v in versions])
+    def _rest_json(version: ComponentVersion) -> Any:
+        return version.to_template_json()
 
     async def ListTemplates(
         self, request: template_pb.ListTemplatesRequest, context: Context
