@@ -55,7 +55,7 @@ BOB = (
 MODEL_TESTS_ID = "41df902af320227f24036cb113173b9133c222b341294544017bbd2534b28d35"
 IOU = {"issuer": "Alice", "owner": "Alice", "currency": "USD", "amount": "999.99",
        "observers": []}
-TEST_DARS = ["1.6", "1.7", "1.8", "1.11", "1.12", "1.13", "1.14", "1.15", "1.17"]
+TEST_DARS = ["1.6", "1.7", "1.8", "1.11", "1.12", "1.13", "1.14", "1.15"]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -191,6 +191,7 @@ async def test_uploading_the_same_dar_twice_is_harmless(
 
 @pytest.mark.parametrize(("dar", "message"), [
     ("Test-1.5.dar", "Unsupported Daml-LF version 1.5"),
+    ("test-1.17.dar", "Unsupported Daml-LF version 1.17"),
     ("CantonExamples.dar", "Unsupported Daml-LF version 2.1"),
     ("illformed.dar", "Unsupported Daml-LF version 2.1"),
 ])

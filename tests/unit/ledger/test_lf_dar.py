@@ -17,7 +17,7 @@ from cairn.ledger.lf.decode import DecodeError
 
 SUPPORTED_DARS = [
     "test-1.6.dar", "test-1.7.dar", "test-1.8.dar", "test-1.11.dar", "test-1.12.dar",
-    "test-1.13.dar", "test-1.14.dar", "test-1.15.dar", "test-1.17.dar",
+    "test-1.13.dar", "test-1.14.dar", "test-1.15.dar",
     "model-tests-1.15.dar", "semantic-tests-1.15.dar", "benchtool-tests-1.15.dar",
     "TestingTypes-1_0_0-sdk_0_13_36-lf_1_6.dar", "TestingTypes-1_0_0-sdk_1_0_0-lf_1_8.dar",
     "TestingTypes-1_0_0-sdk_1_12_0-lf_1_11.dar", "TestingTypes-1_6_0-sdk_1_15_0-lf_1_13.dar",
@@ -118,6 +118,7 @@ def test_decoded_packages_are_cached_by_id(shared_fixtures: Path) -> None:
 
 @pytest.mark.parametrize(("dar_name", "version"), [
     ("Test-1.5.dar", "1.5"),
+    ("test-1.17.dar", "1.17"),
     ("CantonExamples.dar", "2.1"),
     ("illformed.dar", "2.1"),
 ])

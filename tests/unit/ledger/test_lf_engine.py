@@ -19,8 +19,7 @@ from cairn.ledger.lf.engine import Contract, CreatedEvent, Engine, ExercisedEven
 from cairn.ledger.lf.value import Record, Some, value_key
 
 ENCODER_DARS = ["test-1.6.dar", "test-1.7.dar", "test-1.8.dar", "test-1.11.dar",
-                "test-1.12.dar", "test-1.13.dar", "test-1.14.dar", "test-1.15.dar",
-                "test-1.17.dar"]
+                "test-1.12.dar", "test-1.13.dar", "test-1.14.dar", "test-1.15.dar"]
 
 
 class MemoryLedger:

@@ -17,9 +17,11 @@ from cairn.ledger.lf.ast import Package
 from cairn.ledger.lf.decode import DecodeError, decode_package
 from cairn.ledger.lf.wire import Msg, WireError
 
-# LF 1.16 is declared broken upstream; 1.dev and LF 2.x use different wire formats/semantics.
-SUPPORTED_LF_MINORS = ("6", "7", "8", "11", "12", "13", "14", "15", "17")
-SUPPORTED_LF_TEXT = "1.6, 1.7, 1.8, 1.11, 1.12, 1.13, 1.14, 1.15, 1.17"
+# The range Cairn promises (LF 1.6-1.15: what Daml 2.x SDKs emit). 1.17 decodes with the same
+# schema, but its upgrade semantics are not implemented, so it is refused rather than half-run;
+# 1.16 is declared broken upstream; 1.dev and LF 2.x use other wire formats and semantics.
+SUPPORTED_LF_MINORS = ("6", "7", "8", "11", "12", "13", "14", "15")
+SUPPORTED_LF_TEXT = "1.6, 1.7, 1.8, 1.11, 1.12, 1.13, 1.14, 1.15"
 MAX_DAR_BYTES = 256 * 1024 * 1024
 # Bound on the uncompressed content, so a small zip cannot expand without limit.
 MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
