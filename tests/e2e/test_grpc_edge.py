@@ -68,3 +68,34 @@ def test_health_reports_serving_for_all_four_services(stack: RunningStack) -> No
                     health_pb2.HealthCheckRequest(service=name), timeout=5
                 )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, (name, target)
+
+
+def test_service_logs_are_json_lines_carrying_envoys_request_id(stack: RunningStack) -> None:
+    import json
+    import re
+    import time
+    import uuid
+
+    import httpx
+
+    marker = f"log-check-{uuid.uuid4()}"
+    with httpx.Client(base_url=stack.base_url) as client:
+        reply = client.get("/v1/projects", params={"project-name": marker},
+                           headers={"Authorization": f"Bearer {stack.root_token}"})
+    assert reply.status_code == 200
+    request_id = reply.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", request_id)
+    entries: list[dict[str, object]] = []
+    for _ in range(50):  # the service writes its log line right after answering
+        entries = [
+            json.loads(line)
+            for line in (stack.run_dir / "stack.log").read_text(errors="replace").splitlines()
+            if request_id in line and line.startswith("{")
+        ]
+        if entries:
+            break
+        time.sleep(0.1)
+    assert {e["event"] for e in entries} >= {"rpc_finished"}
+    finished = next(e for e in entries if e["event"] == "rpc_finished")
+    assert finished["service"] == "project" and finished["code"] == "OK"
+    assert str(finished["rpc"]).endswith("/ListProjects")
