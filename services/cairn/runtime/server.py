@@ -46,6 +46,11 @@ def cairn_proto_services() -> list[str]:
     return sorted(names)
 
 
+def _code_name(err: Exception) -> str:
+    """The status a failed call ends with: the ServiceError's, else INTERNAL."""
+    return err.grpc_code.name if isinstance(err, ServiceError) else "INTERNAL"
+
+
 async def _abort(context: Context, err: ServiceError, style: ErrorStyle) -> None:
     await context.abort(
         err.grpc_code,
@@ -81,10 +86,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
             return time.perf_counter()
 
         async def fail(context: Context, err: Exception) -> None:
-            if isinstance(err, ServiceError):
-                await _abort(context, err, style)
-            log.exception("rpc_crashed")
-            await _abort(context, ServiceError("Internal server error"), style)
+            """Abort the call with the error's status and REST body (always raises AbortError)."""
+            if not isinstance(err, ServiceError):
+                log.exception("rpc_crashed")
+                err = ServiceError("Internal server error")
+            await _abort(context, err, style)
 
         # Probes and reflection are frequent and uninteresting; log them only at debug level.
         quiet = method.startswith(("/grpc.health.", "/grpc.reflection."))
@@ -99,13 +105,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                 started, code = begin(context), "OK"
                 try:
                     return await behavior(request, context)
+                except grpc.aio.AbortError:  # the handler aborted by itself
+                    code = "ABORTED_BY_HANDLER"
+                    raise
                 except Exception as err:
-                    if isinstance(err, ServiceError | grpc.aio.AbortError):
-                        code = getattr(err, "grpc_code", grpc.StatusCode.UNKNOWN).name
-                    else:
-                        code = "INTERNAL"
-                    if isinstance(err, grpc.aio.AbortError):
-                        raise
+                    code = _code_name(err)
                     await fail(context, err)
                 finally:
                     finish(started, code)
@@ -119,9 +123,10 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     async for item in behavior(request, context):
                         yield item
                 except grpc.aio.AbortError:
+                    code = "ABORTED_BY_HANDLER"
                     raise
                 except Exception as err:
-                    code = getattr(err, "grpc_code", grpc.StatusCode.INTERNAL).name
+                    code = _code_name(err)
                     await fail(context, err)
                 finally:
                     finish(started, code)
