@@ -1,4 +1,5 @@
-"""gRPC surface of the ledger: proto <-> domain, and the DAML JSON API's bodies for REST callers.
+"""gRPC surface of the ledger: proto <-> domain, and the DAML JSON API's bodies for REST callers
+(commands: create, exercise, create-and-exercise; reads; parties; packages).
 
 REST calls arrive with their raw JSON body in the request's `rest` HttpBody (parsed here with
 exact decimals) and get `{"status":200,"result":...}` envelopes back; native gRPC calls use the
@@ -23,8 +24,14 @@ from cairn.auth.ledger_jwt import (
     LedgerTokenPolicy,
     verify_claims,
 )
-from cairn.ledger.model import Party, StoredContract
-from cairn.ledger.service import LedgerService
+from cairn.ledger.model import (
+    ArchivedContract,
+    Party,
+    StoredContract,
+    TransactionEvent,
+    event_json,
+)
+from cairn.ledger.service import Exercised, LedgerService
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from cairn.runtime.callers import bearer_secret
@@ -124,6 +131,48 @@ def contract_to_pb(contract: StoredContract) -> pb.ActiveContract:
     return message
 
 
+def event_to_pb(event: TransactionEvent) -> pb.Event:
+    if isinstance(event, ArchivedContract):
+        return pb.Event(archived=pb.ArchivedContract(contract_id=event.contract_id,
+                                                     template_id=event.template_id))
+    return pb.Event(created=contract_to_pb(event))
+
+
+def exercised_reply(exercised: Exercised, rest: bool) -> pb.ExerciseResponse:
+    """The REST envelope `{"exerciseResult","events","completionOffset"}` or typed fields."""
+    if rest:
+        return pb.ExerciseResponse(rest=envelope({
+            "exerciseResult": exercised.exercise_result,
+            "events": [event_json(e) for e in exercised.events],
+            "completionOffset": exercised.completion_offset,
+        }))
+    return pb.ExerciseResponse(exercise_result=value_to_pb(exercised.exercise_result),
+                               events=[event_to_pb(e) for e in exercised.events],
+                               completion_offset=exercised.completion_offset)
+
+
+def _required(body: dict[str, Any], what: str, *names: str) -> None:
+    missing = [name for name in names if name not in body]
+    if missing:
+        raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(body)}>. Cause: "
+                             f"spray.json.DeserializationException: {what} requires "
+                             f"{', '.join(missing)}")
+
+
+def _command_id(body: dict[str, Any]) -> str | None:
+    meta = body.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise InvalidRequest("meta must be a JSON object")
+    return _optional_text(meta, "commandId")
+
+
+def _typed_argument(request: pb.ExerciseRequest | pb.CreateAndExerciseRequest) -> Any:
+    if not request.HasField("argument"):
+        raise InvalidRequest("argument is required: the choice argument in the DAML-LF JSON "
+                             "encoding ({} for a choice without parameters)")
+    return value_from_pb(request.argument)
+
+
 def party_to_pb(party: Party) -> pb.PartyDetails:
     message = pb.PartyDetails(identifier=party.identifier, is_local=party.is_local)
     if party.display_name is not None:
@@ -166,6 +215,56 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
                                             request.meta.command_id or None)
         return pb.CreateResponse(contract=contract_to_pb(created.contract),
                                  completion_offset=created.completion_offset)
+
+    async def Exercise(self, request: pb.ExerciseRequest,
+                       context: Context) -> pb.ExerciseResponse:
+        claims = self._callers.resolve(context)
+        if is_rest(context):
+            body = json_object(request.rest, "an exercise command")
+            _required(body, "an exercise command", "templateId", "choice", "argument")
+            contract_id: object = body.get("contractId")
+            has_key = "key" in body
+            key = body.get("key")
+            template: object = body["templateId"]
+            choice: object = body["choice"]
+            argument: Any = body["argument"]
+            choice_interface: object = body.get("choiceInterfaceId")
+            command_id = _command_id(body)
+        else:
+            contract_id = request.contract_id or None
+            has_key = request.HasField("key")
+            key = value_from_pb(request.key) if has_key else None
+            template, choice = request.template_id, request.choice
+            argument = _typed_argument(request)
+            choice_interface = request.choice_interface_id or None
+            command_id = request.meta.command_id or None
+        if has_key == (contract_id is not None):
+            raise InvalidRequest("JsonReaderError. Cannot read JSON: exercise command. Cause: "
+                                 "spray.json.DeserializationException: ContractLocator "
+                                 "requires either key or contractId field")
+        exercised = await self._ledger.exercise(
+            claims, template, choice, argument, contract_id=contract_id, by_key=has_key,
+            key=key, choice_interface=choice_interface, command_id=command_id)
+        return exercised_reply(exercised, is_rest(context))
+
+    async def CreateAndExercise(self, request: pb.CreateAndExerciseRequest,
+                                context: Context) -> pb.ExerciseResponse:
+        claims = self._callers.resolve(context)
+        if is_rest(context):
+            body = json_object(request.rest, "a create-and-exercise command")
+            _required(body, "a create-and-exercise command",
+                      "templateId", "payload", "choice", "argument")
+            exercised = await self._ledger.create_and_exercise(
+                claims, body["templateId"], body["payload"], body["choice"], body["argument"],
+                _command_id(body))
+            return exercised_reply(exercised, True)
+        if not request.HasField("payload"):
+            raise InvalidRequest("payload is required: the contract argument in the DAML-LF "
+                                 "JSON encoding")
+        exercised = await self._ledger.create_and_exercise(
+            claims, request.template_id, value_from_pb(request.payload), request.choice,
+            _typed_argument(request), request.meta.command_id or None)
+        return exercised_reply(exercised, False)
 
     # ------------------------------------------------------------------ reads
     async def Fetch(self, request: pb.FetchRequest, context: Context) -> pb.FetchResponse:

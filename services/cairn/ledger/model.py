@@ -1,4 +1,5 @@
-"""The ledger's stored records: active contracts (already JSON-encoded) and parties.
+"""The ledger's stored records: active contracts (already JSON-encoded), parties, and the events
+a transaction reports.
 
 Contracts are kept in the DAML-LF JSON encoding the JSON API answers with, so reads need no
 engine at all. The contract-key index is addressed by a digest of the engine's canonical form of
@@ -94,6 +95,28 @@ class StoredContract:
             key=data.get("key"),
             key_slot=data.get("slot"),
         )
+
+
+@dataclass(frozen=True)
+class ArchivedContract:
+    """A contract a transaction consumed, as the JSON API's `archived` event shows it."""
+
+    contract_id: str
+    template_id: str  # fully qualified, like StoredContract.template_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"contractId": self.contract_id, "templateId": self.template_id}
+
+
+# One entry of a transaction's `events`: a created contract or an archived one.
+TransactionEvent = StoredContract | ArchivedContract
+
+
+def event_json(event: TransactionEvent) -> dict[str, Any]:
+    """`{"created": <active contract>}` or `{"archived": {"contractId", "templateId"}}`."""
+    if isinstance(event, ArchivedContract):
+        return {"archived": event.to_json()}
+    return {"created": event.to_json()}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""Ledger use cases: create, fetch, query, parties and packages, with the JSON API's rules.
+"""Ledger use cases: create, exercise, create-and-exercise, fetch, query, parties and packages,
+with the JSON API's rules.
 
-Commands are interpreted by the engine against the packages in this process and committed to
-Redis in one atomic step (`LedgerStore.commit`), which re-checks what the command relied on.
+Commands are interpreted by the engine against the packages in this process (in a worker thread,
+reading contracts and keys through `RedisLedgerView`) and committed to Redis in one atomic step
+(`LedgerStore.commit`), which re-checks what the command relied on.
 Reads are scoped to the parties of the caller's token: a contract is visible to its stakeholders.
 Error texts follow the JSON API (see ../shared/research/daml.md §3d).
 """
@@ -12,13 +14,14 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cairn.auth.ledger_jwt import LedgerClaims
 from cairn.blobstore.port import BlobReader
 from cairn.ledger.codec import CodecError, decode_party
-from cairn.ledger.lf.ast import Identifier, TCon
+from cairn.ledger.lf.ast import Choice, Identifier, TCon
 from cairn.ledger.lf.dar import Dar
 from cairn.ledger.lf.engine import Contract, Transaction
 from cairn.ledger.lf.errors import (
@@ -28,10 +31,25 @@ from cairn.ledger.lf.errors import (
     DuplicateContractKey,
     EngineError,
 )
-from cairn.ledger.model import Commit, Party, StoredContract, key_hash, key_slot
-from cairn.ledger.packages import PackageRegistry, parse_template_ref, template_id_text
+from cairn.ledger.lf.interp import CreatedEvent, ExercisedEvent
+from cairn.ledger.model import (
+    ArchivedContract,
+    Commit,
+    Party,
+    StoredContract,
+    TransactionEvent,
+    key_hash,
+    key_slot,
+)
+from cairn.ledger.packages import (
+    PackageRegistry,
+    TemplateRef,
+    parse_template_ref,
+    template_id_text,
+)
 from cairn.ledger.query import compile_query
 from cairn.ledger.store import CommitRejected, LedgerStore
+from cairn.ledger.view import RedisLedgerView
 from cairn.runtime.errors import (
     AlreadyExists,
     Conflict,
@@ -95,6 +113,26 @@ class Created:
 
 
 @dataclass(frozen=True)
+class Exercised:
+    """The outcome of an exercise command, as the JSON API reports it."""
+
+    exercise_result: Any  # the choice's return value, LF JSON
+    events: list[TransactionEvent]  # created and archived contracts in ledger order
+    completion_offset: str
+
+
+@dataclass(frozen=True)
+class _Interpreted:
+    """A transaction with everything the commit and the reply need, rendered off the loop."""
+
+    transaction: Transaction
+    created: tuple[StoredContract, ...]
+    archived: tuple[StoredContract, ...]
+    events: list[TransactionEvent]
+    result: Any
+
+
+@dataclass(frozen=True)
 class QueryResult:
     contracts: list[StoredContract]
     unknown_template_ids: list[str]
@@ -112,6 +150,28 @@ class LedgerService:
         if found is None:
             raise InvalidRequest(f"Cannot resolve template ID, given: {ref}")
         return found
+
+    async def _interface(self, raw: object) -> Identifier:
+        """An interface id as a client wrote it (`choiceInterfaceId`)."""
+        ref = parse_template_ref(raw)
+        found = self._lookup_interface(ref)
+        if found is None:
+            # It may come from a package another replica uploaded meanwhile.
+            await self._packages.refresh()
+            found = self._lookup_interface(ref)
+        if found is None:
+            raise InvalidRequest(f"Cannot resolve interface ID, given: {ref}")
+        return found
+
+    def _lookup_interface(self, ref: TemplateRef) -> Identifier | None:
+        packages = self._packages.engine.packages
+        if ref.package_id is not None:
+            ident = Identifier(ref.package_id, ref.module, ref.entity)
+            return ident if packages.find_interface(ident) is not None else None
+        # Like template ids: a bare `Module:Entity` must name exactly one loaded interface.
+        owners = [i for i in packages.interface_ids()
+                  if i.module == ref.module and i.name == ref.entity]
+        return owners[0] if len(owners) == 1 else None
 
     def _stored(self, contract: Contract) -> StoredContract:
         codec = self._packages.codec
@@ -133,10 +193,13 @@ class LedgerService:
         )
 
     async def _commit(self, claims: LedgerClaims, transaction: Transaction,
-                      command_id: str) -> str:
+                      command_id: str,
+                      rendered: _Interpreted | None = None) -> str:
         commit = Commit(
-            created=tuple(self._stored(c) for c in transaction.created),
-            archived=tuple(self._stored(c) for c in transaction.archived),
+            created=(rendered.created if rendered is not None
+                     else tuple(self._stored(c) for c in transaction.created)),
+            archived=(rendered.archived if rendered is not None
+                      else tuple(self._stored(c) for c in transaction.archived)),
             inputs=tuple(transaction.input_contracts),
             key_expectations=tuple(
                 (template_id_text(template), key_slot(template_id_text(template), canonical),
@@ -153,6 +216,9 @@ class LedgerService:
                                     f"template {rejected.detail}") from None
             if rejected.reason == "duplicate-command":
                 raise Conflict(_DUPLICATE_COMMAND) from None
+            if rejected.reason == "inactive":
+                raise Conflict(f"INCONSISTENT: contract {rejected.detail} was archived while "
+                               f"the command was interpreted; retry it") from None
             raise Conflict(f"INCONSISTENT: the ledger changed while the command was "
                            f"interpreted ({rejected.reason}); retry it") from None
 
@@ -178,6 +244,130 @@ class LedgerService:
         offset = await self._commit(claims, transaction, command_id or str(uuid.uuid4()))
         created = self._stored(transaction.created[0])
         return Created(created, offset)
+
+    def _resolve_choice(self, template_id: Identifier, choice: object,
+                        choice_interface_id: Identifier | None = None
+                        ) -> tuple[Identifier | None, Choice]:
+        if not isinstance(choice, str) or not choice:
+            raise InvalidRequest("choice must be a non-empty string")
+        try:
+            return self._packages.engine.resolve_choice(template_id, choice, choice_interface_id)
+        except EngineError as err:
+            # An unknown or ambiguous choice is a bad request, not a ledger failure.
+            raise InvalidRequest(str(err)) from None
+
+    def _render(self, transaction: Transaction, return_type: Any) -> _Interpreted:
+        """The stored forms, the JSON API events and the encoded result of a transaction.
+
+        Events are the transaction tree in pre-order without fetches: a created contract where
+        it is created, and an archived one where a consuming choice is exercised on it.
+        """
+        stored: dict[str, StoredContract] = {}
+
+        def store_form(contract: Contract) -> StoredContract:
+            if contract.contract_id not in stored:
+                stored[contract.contract_id] = self._stored(contract)
+            return stored[contract.contract_id]
+
+        events: list[TransactionEvent] = []
+        for event in transaction.events():
+            if isinstance(event, CreatedEvent):
+                events.append(store_form(event.contract))
+            elif isinstance(event, ExercisedEvent) and event.consuming:
+                events.append(ArchivedContract(event.contract_id,
+                                               template_id_text(event.template_id)))
+        return _Interpreted(
+            transaction=transaction,
+            created=tuple(store_form(c) for c in transaction.created),
+            archived=tuple(store_form(c) for c in transaction.archived),
+            events=events,
+            result=self._packages.codec.encode(return_type, transaction.result),
+        )
+
+    async def _interpret(self, work: Callable[[], _Interpreted]) -> _Interpreted:
+        """Run `work` (interpretation plus rendering) in a worker thread, mapping its errors."""
+        try:
+            interpreted = await asyncio.to_thread(work)
+        except CodecError as err:
+            raise InvalidRequest(str(err)) from None
+        except EngineError as err:
+            raise engine_failure(err) from None
+        return interpreted
+
+    async def exercise(self, claims: LedgerClaims, template: object, choice: object,
+                       argument: Any, *, contract_id: object = None, by_key: bool = False,
+                       key: Any = None, choice_interface: object = None,
+                       command_id: str | None = None) -> Exercised:
+        """Exercise `choice` on the contract with `contract_id`, or (`by_key`) on the active
+        contract of `template` whose key is `key`."""
+        require_command_claims(claims)
+        template_id = await self._template(template)
+        interface_id = None
+        if choice_interface is not None:
+            interface_id = await self._interface(choice_interface)
+        if not by_key and (not isinstance(contract_id, str) or not contract_id):
+            raise InvalidRequest("contractId must be a non-empty string")
+        through, choice_def = self._resolve_choice(template_id, choice, interface_id)
+        if by_key and through is not None:
+            raise InvalidRequest(f"Exercise by key of a choice inherited from interface "
+                                 f"{template_id_text(through)} is not supported; exercise it by "
+                                 f"contract id")
+        engine, codec = self._packages.engine, self._packages.codec
+        loop = asyncio.get_running_loop()
+        choice_name = choice_def.name
+
+        def interpret() -> _Interpreted:
+            choice_argument = codec.decode(choice_def.arg_type, argument)
+            view = RedisLedgerView(self._store, codec, loop)
+            if by_key:
+                try:
+                    key_type = engine.key_type(template_id)
+                except EngineError:
+                    raise InvalidRequest(f"Cannot resolve Template Key type, given: "
+                                         f"{template_id_text(template_id)}") from None
+                transaction = engine.exercise_by_key(
+                    template_id, codec.decode(key_type, key), choice_name, choice_argument,
+                    act_as=claims.act_as, read_as=claims.read_as, ledger=view)
+            else:
+                assert isinstance(contract_id, str)
+                transaction = engine.exercise(
+                    contract_id, choice_name, choice_argument, act_as=claims.act_as,
+                    read_as=claims.read_as, ledger=view, template_id=template_id,
+                    interface_id=through)
+            return self._render(transaction, choice_def.return_type)
+
+        interpreted = await self._interpret(interpret)
+        offset = await self._commit(claims, interpreted.transaction,
+                                    command_id or str(uuid.uuid4()), interpreted)
+        return Exercised(interpreted.result, interpreted.events, offset)
+
+    async def create_and_exercise(self, claims: LedgerClaims, template: object, payload: Any,
+                                  choice: object, argument: Any,
+                                  command_id: str | None = None) -> Exercised:
+        """Create a contract and exercise `choice` on it in one transaction."""
+        require_command_claims(claims)
+        template_id = await self._template(template)
+        through, choice_def = self._resolve_choice(template_id, choice)
+        if through is not None:
+            raise InvalidRequest(f"Create-and-exercise of a choice inherited from interface "
+                                 f"{template_id_text(through)} is not supported; create the "
+                                 f"contract, then exercise it by contract id")
+        engine, codec = self._packages.engine, self._packages.codec
+        loop = asyncio.get_running_loop()
+
+        def interpret() -> _Interpreted:
+            create_argument = codec.decode(TCon(template_id), payload)
+            choice_argument = codec.decode(choice_def.arg_type, argument)
+            transaction = engine.create_and_exercise(
+                template_id, create_argument, choice_def.name, choice_argument,
+                act_as=claims.act_as, read_as=claims.read_as,
+                ledger=RedisLedgerView(self._store, codec, loop))
+            return self._render(transaction, choice_def.return_type)
+
+        interpreted = await self._interpret(interpret)
+        offset = await self._commit(claims, interpreted.transaction,
+                                    command_id or str(uuid.uuid4()), interpreted)
+        return Exercised(interpreted.result, interpreted.events, offset)
 
     # ------------------------------------------------------------------ reads
     async def fetch_by_id(self, claims: LedgerClaims, contract_id: object,

@@ -43,8 +43,8 @@ local spec = cjson.decode(ARGV[1])
 if spec.dedup > 0 and redis.call('EXISTS', KEYS[spec.dedup]) == 1 then
   return {'duplicate-command', redis.call('GET', KEYS[spec.dedup])}
 end
-for _, k in ipairs(spec.inputs) do
-  if redis.call('EXISTS', KEYS[k]) == 0 then return {'inactive', KEYS[k]} end
+for _, i in ipairs(spec.inputs) do
+  if redis.call('EXISTS', KEYS[i[1]]) == 0 then return {'inactive', i[2]} end
 end
 for _, a in ipairs(spec.archive) do
   if redis.call('EXISTS', KEYS[a.c]) == 0 then return {'inactive', a.cid} end
@@ -193,7 +193,8 @@ class LedgerStore:
             for c in commit.archived
         ]
         archived_ids = {c.contract_id for c in commit.archived}
-        inputs = [ref(self._contract(cid)) for cid in commit.inputs if cid not in archived_ids]
+        inputs = [[ref(self._contract(cid)), cid]
+                  for cid in commit.inputs if cid not in archived_ids]
         expectations: list[list[int | str | None]] = []
         for template_id, key_slot, seen in commit.key_expectations:
             expectations.append([ref(self._key_slot(template_id, key_slot)), seen, template_id])
@@ -251,8 +252,13 @@ class LedgerStore:
 
     async def contract_by_key(self, template_id: str, key_slot: str) -> StoredContract | None:
         """The active contract holding the key with this `key_hash` slot, if any."""
+        cid = await self.key_holder(template_id, key_slot)
+        return None if cid is None else await self.contract(cid)
+
+    async def key_holder(self, template_id: str, key_slot: str) -> str | None:
+        """The id of the active contract holding the key with this `key_hash` slot, if any."""
         cid = await self._r.get(self._key_slot(template_id, key_slot))
-        return None if cid is None else await self.contract(_text(cid))
+        return None if cid is None else _text(cid)
 
     async def visible_contracts(
         self,
