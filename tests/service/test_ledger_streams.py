@@ -1,0 +1,310 @@
+"""The WebSocket streams against the real ledger servicer, a real Redis and real sockets.
+
+Commands go through the gRPC servicer (as Envoy's transcoded REST calls do); streams are opened
+with the `websockets` client and the JSON API's subprotocols. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from cairn.auth.ledger_jwt import LedgerTokenPolicy
+from cairn.blobstore.disk import DiskBlobStore
+from cairn.ledger.model import Commit, StoredContract
+from cairn.ledger.packages import PackageRegistry
+from cairn.ledger.store import LedgerStore
+from cairn.ledger.streams import (
+    AUTH_SUBPROTOCOL,
+    MISSING_SUBPROTOCOL,
+    MULTIPLE_REQUESTS,
+    StreamServer,
+    StreamSettings,
+    TransactionFeed,
+    start_stream_server,
+)
+
+from .test_ledger_service import ALICE, BOB, IOU, Ledger, create, start_ledger, upload
+
+HEARTBEAT = 0.3
+WAIT = 5.0  # upper bound of any single wait for a frame
+
+
+@dataclass
+class StreamLedger:
+    ledger: Ledger
+    server: StreamServer
+    feed: TransactionFeed
+    store: LedgerStore
+
+    def url(self, path: str = "/v1/stream/query") -> str:
+        return f"ws://127.0.0.1:{self.server.port}{path}"
+
+
+@pytest.fixture
+async def streams(redis: aioredis.Redis, tmp_path: Path,
+                  shared_fixtures: Path) -> AsyncIterator[StreamLedger]:
+    ledger = await start_ledger(redis, tmp_path / "blobs")
+    await upload(ledger, (shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes())
+    store = LedgerStore(redis)
+    # The stream server has its own registry, like a second process would: it must find the
+    # packages the gRPC side uploaded.
+    packages = PackageRegistry(store, DiskBlobStore(tmp_path / "blobs"), 64 << 20)
+    server, feed = await start_stream_server(
+        "127.0.0.1", StreamSettings(port=0, heartbeat_seconds=HEARTBEAT), redis, packages,
+        LedgerTokenPolicy())
+    yield StreamLedger(ledger, server, feed, store)
+    await server.close()
+    await feed.close()
+    await ledger.channel.close(None)
+    await ledger.server.stop(0)
+
+
+def protocols(token: str) -> list[Any]:
+    return [f"jwt.token.{token}", AUTH_SUBPROTOCOL]
+
+
+async def receive(ws: ClientConnection) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+
+
+async def open_stream(streams: StreamLedger, request: Any, token: str = ALICE,
+                      path: str = "/v1/stream/query") -> ClientConnection:
+    ws = await connect(streams.url(path), subprotocols=protocols(token))
+    assert ws.subprotocol == AUTH_SUBPROTOCOL
+    await ws.send(json.dumps(request))
+    return ws
+
+
+def active(created_reply: Any) -> Any:
+    """The active contract of a create reply, without its completionOffset."""
+    return {k: v for k, v in created_reply["result"].items() if k != "completionOffset"}
+
+
+async def test_query_stream_sends_snapshot_then_live_marker_then_created_events(
+    streams: StreamLedger,
+) -> None:
+    first = active(await create(streams.ledger, "Iou:Iou", IOU))
+    await create(streams.ledger, "Iou:Iou", {**IOU, "issuer": "Bob", "owner": "Bob"}, token=BOB)
+    ws = await open_stream(streams, [{"templateIds": ["Iou:Iou"],
+                                      "query": {"amount": {"%lte": 1000}}},
+                                     {"templateIds": ["Iou:Iou"], "query": {"currency": "EUR"}},
+                                     {"templateIds": ["Iou:Iou"]}])
+    # Alice sees only her Iou; it matches queries 0 and 2.
+    assert await receive(ws) == {"events": [{"created": first, "matchedQueries": [0, 2]}]}
+    end = await streams.store.ledger_end()
+    assert await receive(ws) == {"events": [], "offset": end}
+    euro = active(await create(streams.ledger, "Iou:Iou", {**IOU, "currency": "EUR",
+                                                            "amount": "5000"}))
+    block = await receive(ws)
+    assert block == {"events": [{"created": euro, "matchedQueries": [1, 2]}],
+                     "offset": await streams.store.ledger_end()}
+    await ws.close()
+
+
+async def test_heartbeats_repeat_the_last_offset_and_ignore_other_parties_commits(
+    streams: StreamLedger,
+) -> None:
+    await create(streams.ledger, "Iou:Iou", IOU)
+    ws = await open_stream(streams, {"templateIds": ["Iou:Iou"]})
+    await receive(ws)  # the snapshot
+    marker = await receive(ws)
+    await create(streams.ledger, "Iou:Iou", {**IOU, "issuer": "Bob", "owner": "Bob"}, token=BOB)
+    bob_offset = await streams.store.ledger_end()
+    # Bob's commit is invisible to Alice: no block, but the next tick carries its offset.
+    tick = await receive(ws)
+    assert tick == {"events": [], "offset": bob_offset}
+    assert tick["offset"] > marker["offset"]
+    assert await receive(ws) == tick
+    await ws.close()
+
+
+async def test_an_empty_ledger_gives_a_null_marker_and_no_ticks_until_a_commit(
+    streams: StreamLedger,
+) -> None:
+    ws = await open_stream(streams, {"templateIds": ["Iou:Iou"]})
+    assert await receive(ws) == {"events": [], "offset": None}
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), HEARTBEAT * 3)
+    created = active(await create(streams.ledger, "Iou:Iou", IOU))
+    block = await receive(ws)
+    assert block["events"] == [{"created": created, "matchedQueries": [0]}]
+    assert await receive(ws) == {"events": [], "offset": block["offset"]}
+    await ws.close()
+
+
+async def test_archives_are_sent_only_for_contracts_the_stream_showed(
+    streams: StreamLedger,
+) -> None:
+    shown = (await create(streams.ledger, "Iou:Iou", IOU))["result"]
+    hidden = (await create(streams.ledger, "Iou:Iou", {**IOU, "currency": "CHF"}))["result"]
+    ws = await open_stream(streams, {"templateIds": ["Iou:Iou"], "query": {"currency": "USD"}})
+    assert [e["created"]["contractId"] for e in (await receive(ws))["events"]] == [
+        shown["contractId"]]
+    await receive(ws)  # live marker
+    # Archive both directly in the store, as an exercise commits them.
+    await streams.store.commit(Commit(archived=(
+        await _stored(streams, shown["contractId"]), await _stored(streams, hidden["contractId"]))))
+    block = await receive(ws)
+    assert block == {"events": [{"archived": {"contractId": shown["contractId"],
+                                              "templateId": shown["templateId"]}}],
+                     "offset": await streams.store.ledger_end()}
+    await ws.close()
+
+
+async def _stored(streams: StreamLedger, contract_id: str) -> StoredContract:
+    contract = await streams.store.contract(contract_id)
+    assert contract is not None
+    return contract
+
+
+async def test_fetch_stream_follows_a_contract_key(streams: StreamLedger) -> None:
+    payload = {"tkParty": "Alice", "tkKey": "k1", "tkDisclosedTo": []}
+    first = active(await create(streams.ledger, "Test:TextKey", payload))
+    await create(streams.ledger, "Test:TextKey", {**payload, "tkKey": "other"})
+    ws = await open_stream(streams, [{"templateId": "Test:TextKey", "key": ["Alice", "k1"]},
+                                     {"templateId": "Test:TextKey",
+                                      "key": {"_1": "Alice", "_2": "k2"}}],
+                           path="/v1/stream/fetch")
+    assert await receive(ws) == {"events": [{"created": first}]}
+    assert (await receive(ws))["offset"] == await streams.store.ledger_end()
+    await create(streams.ledger, "Test:TextKey", {**payload, "tkKey": "unwatched"})
+    second = active(await create(streams.ledger, "Test:TextKey", {**payload, "tkKey": "k2"}))
+    block = await receive(ws)
+    assert block == {"events": [{"created": second}], "offset": await streams.store.ledger_end()}
+    await streams.store.commit(Commit(archived=(await _stored(streams, first["contractId"]),)))
+    assert (await receive(ws))["events"] == [{"archived": {"contractId": first["contractId"],
+                                                           "templateId": first["templateId"]}}]
+    await ws.close()
+
+
+async def test_upgrade_without_the_subprotocols_or_with_a_bad_token_is_refused_401(
+    streams: StreamLedger,
+) -> None:
+    with pytest.raises(InvalidStatus) as missing:
+        await connect(streams.url(), subprotocols=[AUTH_SUBPROTOCOL])  # type: ignore[list-item]
+    assert missing.value.response.status_code == 401
+    assert json.loads(missing.value.response.body) == {"status": 401,
+                                                       "errors": [MISSING_SUBPROTOCOL]}
+    with pytest.raises(InvalidStatus) as bad:
+        await connect(streams.url(), subprotocols=protocols("not-a-jwt"))
+    assert bad.value.response.status_code == 401
+    assert bad.value.response.headers["Content-Type"] == "application/json"
+    assert json.loads(bad.value.response.body)["status"] == 401
+    with pytest.raises(InvalidStatus) as unknown_path:
+        await connect(streams.url("/v1/stream/nothing"), subprotocols=protocols(ALICE))
+    assert unknown_path.value.response.status_code == 404
+
+
+async def expect_error_then_close(ws: ClientConnection, status: int, message: str) -> None:
+    assert await receive(ws) == {"status": status, "errors": [message]}
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), WAIT)
+    assert ws.close_code == 1000
+
+
+async def test_a_second_request_gets_the_documented_error_and_the_socket_closes(
+    streams: StreamLedger,
+) -> None:
+    ws = await open_stream(streams, {"templateIds": ["Iou:Iou"]})
+    assert await receive(ws) == {"events": [], "offset": None}
+    await ws.send(json.dumps({"templateIds": ["Iou:Iou"]}))
+    await expect_error_then_close(ws, 400, MULTIPLE_REQUESTS)
+
+
+@pytest.mark.parametrize(("request_text", "message"), [
+    ("{oops", "JSON parser error: Expecting property name enclosed in double quotes at input "
+              "index 1 (line 1, position 2)"),
+    (json.dumps({"templateIds": []}),
+     "JsonReaderError. Cannot read JSON: <{\"templateIds\":[]}>. Cause: "
+     "spray.json.DeserializationException: search requires at least one item in "
+     "'templateIds'"),
+    (json.dumps({"templateIds": ["AA:BB"]}), "Cannot resolve any template ID from request"),
+    (json.dumps({"templateIds": ["Iou:Iou"], "query": {"nope": 1}}),
+     "Iou:Iou does not have fields nope"),
+])
+async def test_malformed_requests_get_one_400_frame(streams: StreamLedger, request_text: str,
+                                                    message: str) -> None:
+    ws = await connect(streams.url(), subprotocols=protocols(ALICE))
+    await ws.send(request_text)
+    await expect_error_then_close(ws, 400, message)
+
+
+async def test_unknown_template_ids_are_warned_first(streams: StreamLedger) -> None:
+    ws = await open_stream(streams, {"templateIds": ["Iou:Iou", "Nope:Nothing"]})
+    assert await receive(ws) == {"warnings": {"unknownTemplateIds": ["Nope:Nothing"]}}
+    assert await receive(ws) == {"events": [], "offset": None}
+    await ws.close()
+
+
+async def test_resuming_at_the_ledger_end_skips_the_snapshot_and_older_offsets_are_pruned(
+    streams: StreamLedger,
+) -> None:
+    await create(streams.ledger, "Iou:Iou", IOU)
+    first_offset = await streams.store.ledger_end()
+    await create(streams.ledger, "Iou:Iou", IOU)
+    end = await streams.store.ledger_end()
+    ws = await connect(streams.url(), subprotocols=protocols(ALICE))
+    await ws.send(json.dumps({"offset": end}))
+    await ws.send(json.dumps({"templateIds": ["Iou:Iou"]}))
+    assert await receive(ws) == {"events": [], "offset": end}
+    await ws.close()
+    stale = await open_stream(streams, {"templateIds": ["Iou:Iou"], "offset": first_offset})
+    await expect_error_then_close(stale, 410, "Query offset has been pruned")
+
+
+async def test_fetch_requests_are_validated(streams: StreamLedger) -> None:
+    empty = await open_stream(streams, [], path="/v1/stream/fetch")
+    assert (await receive(empty))["status"] == 400
+    at_offset = await open_stream(streams, [{"templateId": "Test:TextKey", "key": ["Alice", "x"],
+                                             "contractIdAtOffset": None}],
+                                  path="/v1/stream/fetch")
+    await expect_error_then_close(at_offset, 400, "contractIdAtOffset is not allowed for "
+                                                  "WebSocket streams starting at the beginning")
+
+
+async def test_commits_racing_with_the_snapshot_are_neither_lost_nor_doubled(
+    streams: StreamLedger,
+) -> None:
+    async def creator() -> None:
+        for _ in range(15):
+            await create(streams.ledger, "Iou:Iou", IOU)
+
+    writing = asyncio.create_task(creator())
+    seen: dict[str, int] = {}
+    sockets = []
+    for _ in range(5):
+        ws = await open_stream(streams, {"templateIds": ["Iou:Iou"]})
+        sockets.append(ws)
+        await asyncio.sleep(0.02)
+    await writing
+    final_end = await streams.store.ledger_end()
+    for ws in sockets:
+        seen.clear()
+        while True:
+            message = await receive(ws)
+            for event in message["events"]:
+                cid = event["created"]["contractId"]
+                seen[cid] = seen.get(cid, 0) + 1
+            if message.get("offset") == final_end:
+                break
+        assert len(seen) == 15 and set(seen.values()) == {1}
+        await ws.close()
+
+
+async def test_closing_the_server_closes_open_streams_going_away(streams: StreamLedger) -> None:
+    ws = await open_stream(streams, {"templateIds": ["Iou:Iou"]})
+    await receive(ws)
+    await streams.server.close()
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), WAIT)
+    assert ws.close_code == 1001
