@@ -8,6 +8,7 @@ the JSON API documentation's Alice and Bob tokens.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -362,3 +363,24 @@ async def test_exercise_needs_a_command_token(model: Ledger) -> None:
                                           "choice": "Archive", "argument": {}},
                                   token=reader)) == (401, {
         "status": 401, "errors": ["Expected one or more parties in actAs but got none"]})
+
+
+# ---------------------------------------------------------------------- interfaces
+async def test_interface_choices_resolve_as_the_json_api_does(
+    ledger: Ledger, shared_fixtures: Path
+) -> None:
+    """semantic-tests' Interface:T has its own MyArchive and inherits one from Interface1:I."""
+    await upload(ledger, (shared_fixtures / "daml" / "semantic-tests-1.15.dar").read_bytes())
+
+    async def exercise_my_archive(**extra: Any) -> Any:
+        created = (await create(ledger, "Interface:T", {"owner": "Alice"}))["result"]
+        body = await exercise(ledger, {"templateId": "Interface:T",
+                                       "contractId": created["contractId"],
+                                       "choice": "MyArchive", "argument": {}, **extra})
+        assert body["result"]["events"] == [{"archived": {
+            "contractId": created["contractId"], "templateId": created["templateId"]}}]
+        return body["result"]["exerciseResult"]
+
+    # The template's own choice wins without choiceInterfaceId; the interface's with it.
+    assert await exercise_my_archive() == "Interface.T"
+    assert await exercise_my_archive(choiceInterfaceId="Interface1:I") == "Interface1.I"
