@@ -159,7 +159,11 @@ def test_cairn_services_have_native_grpc_probes_for_their_health_names(
         (container,) = pod["containers"]
         assert container["command"] == ["python", "-m", f"cairn.{service}"]
         port = rendered.values["services"][service]["port"]
-        assert container["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
+        expected_ports = [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
+        ws_port = rendered.values["services"][service].get("wsPort")
+        if ws_port is not None:
+            expected_ports.append({"name": "ws", "containerPort": ws_port, "protocol": "TCP"})
+        assert container["ports"] == expected_ports
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[kind]["grpc"] == {"port": port, "service": health_name}, kind
         # The pod must outlive the preStop delay plus the service's own drain after SIGTERM.
@@ -176,9 +180,20 @@ def test_backend_services_are_headless_h2c(rendered: Rendered) -> None:
     for service in CAIRN_SERVICES:
         spec = rendered.get("Service", f"{RELEASE}-cairn-{service}")["spec"]
         assert spec["clusterIP"] == "None"
-        assert [(p["name"], p["appProtocol"]) for p in spec["ports"]] == [
-            ("grpc", "kubernetes.io/h2c")
-        ]
+        expected = [("grpc", "kubernetes.io/h2c")]
+        if rendered.values["services"][service].get("wsPort") is not None:
+            expected.append(("ws", "kubernetes.io/ws"))
+        assert [(p["name"], p["appProtocol"]) for p in spec["ports"]] == expected
+
+
+def test_the_ledger_exposes_its_websocket_port_to_the_edge(rendered: Rendered) -> None:
+    ws_port = rendered.values["services"]["ledger"]["wsPort"]
+    data = rendered.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    assert data["CAIRN_LEDGER_WS_PORT"] == str(ws_port)
+    assert data["CAIRN_LEDGER_WS_ADDR"] == f"{RELEASE}-cairn-ledger:{ws_port}"
+    service = rendered.get("Service", f"{RELEASE}-cairn-ledger")["spec"]
+    (ws,) = [p for p in service["ports"] if p["name"] == "ws"]
+    assert (ws["port"], ws["targetPort"]) == (ws_port, "ws")
 
 
 def test_config_map_agrees_with_services_and_settings(rendered: Rendered) -> None:
@@ -403,6 +418,8 @@ REJECTED = [
     (["minio.enabled=false", "externalS3.endpoint=s3:9000", "externalS3.accessKey=x"],
      "secretKey"),
     (["services.ledger.port=50051"], "port"),
+    (["services.ledger.wsPort=50054"], "wsPort"),
+    (["services.ledger.wsPort=0"], "wsPort"),
 ]
 
 

@@ -80,6 +80,8 @@ def test_defaults_match_make_run(tmp_path: Path) -> None:
         ({"CAIRN_ENVOY_CONCURRENCY": "many"}, "CAIRN_ENVOY_CONCURRENCY"),
         ({"CAIRN_ENVOY_LOG_LEVEL": "loud"}, "CAIRN_ENVOY_LOG_LEVEL"),
         ({"CAIRN_LEDGER_ADDR": "ledger"}, "CAIRN_LEDGER_ADDR"),
+        ({"CAIRN_LEDGER_WS_ADDR": "ledger"}, "CAIRN_LEDGER_WS_ADDR"),
+        ({"CAIRN_LEDGER_WS_PORT": "ws"}, "CAIRN_LEDGER_WS_PORT"),
         ({"CAIRN_ENVOY_DESCRIPTOR": "/nonexistent/cairn.binpb"}, "CAIRN_ENVOY_DESCRIPTOR"),
         ({"CAIRN_GRPC_MAX_MESSAGE_BYTES": "0"}, "CAIRN_GRPC_MAX_MESSAGE_BYTES"),
     ],
@@ -87,6 +89,15 @@ def test_defaults_match_make_run(tmp_path: Path) -> None:
 def test_bad_settings_are_refused_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(EdgeConfigError, match=named):
         EdgeSettings.from_env(env)
+
+
+def test_the_stream_upstream_defaults_to_the_ledger_host_and_stream_port() -> None:
+    settings = EdgeSettings.from_env({"CAIRN_LEDGER_ADDR": "ledger.ns:7000",
+                                      "CAIRN_LEDGER_WS_PORT": "7001"})
+    assert settings.layout.ledger_ws == ("ledger.ns", 7001)
+    assert EdgeSettings.from_env({}).layout.ledger_ws == ("127.0.0.1", 50055)
+    explicit = EdgeSettings.from_env({"CAIRN_LEDGER_WS_ADDR": "streams:9000"})
+    assert explicit.layout.ledger_ws == ("streams", 9000)
 
 
 def test_envoy_argv_passes_extra_arguments_through(tmp_path: Path) -> None:
@@ -110,13 +121,14 @@ def test_chart_environment_renders_dns_upstreams_for_every_service(
     settings = EdgeSettings.from_env(env)
     config = yaml.safe_load(write_config(settings).read_text())
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    assert set(clusters) == set(DEFAULT_PORTS)
+    assert set(clusters) == {*DEFAULT_PORTS, "ledger_ws"}
     for name, cluster in clusters.items():
         (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         address = endpoint["endpoint"]["address"]["socket_address"]
         assert cluster["type"] == "STRICT_DNS"
-        assert address == {"address": f"{RELEASE}-cairn-{name}",
-                           "port_value": rendered.values["services"][name]["port"]}
+        service, _, kind = name.partition("_")
+        port = rendered.values["services"][service]["wsPort" if kind == "ws" else "port"]
+        assert address == {"address": f"{RELEASE}-cairn-{service}", "port_value": port}
     listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert listener == {"address": "0.0.0.0", "port_value": rendered.values["envoy"]["httpPort"]}
     envoy = rendered.get("Deployment", f"{RELEASE}-cairn-envoy")["spec"]["template"]["spec"]

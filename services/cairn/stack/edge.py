@@ -11,6 +11,7 @@ this process is replaced by Envoy, so Envoy receives the pod's signals directly.
 |---|---|---|
 | `CAIRN_BIND_HOST`, `CAIRN_HTTP_PORT`, `CAIRN_ENVOY_ADMIN_PORT` | as in the README | listeners |
 | `CAIRN_{AUTH,PROJECT,COMPONENT,LEDGER}_ADDR` | `127.0.0.1:<service gRPC port>` | upstreams |
+| `CAIRN_LEDGER_WS_ADDR` | ledger host, `CAIRN_LEDGER_WS_PORT` (50055) | WebSocket upstream |
 | `CAIRN_ENVOY_DESCRIPTOR` | `build/cairn.binpb` in the source tree | descriptor set |
 | `CAIRN_ENVOY_CONFIG` | `<CAIRN_RUN_DIR>/envoy.yaml` | where the rendered config is written |
 | `CAIRN_ENVOY_CONCURRENCY`, `CAIRN_ENVOY_LOG_LEVEL` | `2`, `warning` | Envoy's flags |
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.runtime.settings import DEFAULT_PORTS, Settings
-from cairn.stack.envoy_config import EnvoyLayout, render
+from cairn.stack.envoy_config import DEFAULT_LEDGER_WS_PORT, EnvoyLayout, render
 from cairn.stack.launcher import DESCRIPTOR, StackError, envoy_binary
 
 ENVOY_LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
@@ -93,6 +94,13 @@ class EdgeSettings:
             variable = f"CAIRN_{service.upper()}_ADDR"
             raw = env.get(variable) or f"127.0.0.1:{settings.grpc_port(service)}"
             upstreams[service] = parse_address(variable, raw)
+        raw_ws = env.get("CAIRN_LEDGER_WS_ADDR")
+        if raw_ws:
+            ledger_ws = parse_address("CAIRN_LEDGER_WS_ADDR", raw_ws)
+        else:
+            raw_ws_port = env.get("CAIRN_LEDGER_WS_PORT") or str(DEFAULT_LEDGER_WS_PORT)
+            ledger_ws = parse_address("CAIRN_LEDGER_WS_PORT",
+                                      f"{upstreams['ledger'][0]}:{raw_ws_port}")
         descriptor = Path(env.get("CAIRN_ENVOY_DESCRIPTOR") or DESCRIPTOR)
         if not descriptor.is_file():
             raise EdgeConfigError(
@@ -107,6 +115,7 @@ class EdgeSettings:
             descriptor_path=descriptor.resolve(),
             upstreams=upstreams,
             max_body_bytes=settings.grpc_max_message_bytes,
+            ledger_ws=ledger_ws,
         )
         config_path = Path(env.get("CAIRN_ENVOY_CONFIG") or settings.run_dir / "envoy.yaml")
         return cls(layout, config_path, concurrency, log_level)

@@ -13,6 +13,10 @@ ENVOY_DIR = Path(__file__).resolve().parents[3] / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.in"
 LUA_SHAPER = ENVOY_DIR / "rest_shaper.lua"
 
+# The ledger's WebSocket stream port when nothing says otherwise; the same default as
+# cairn.ledger.streams.DEFAULT_WS_PORT (kept here so the edge need not import the ledger).
+DEFAULT_LEDGER_WS_PORT = 50055
+
 _CLUSTER = """\
   - name: {name}
     type: {kind}
@@ -29,6 +33,42 @@ _CLUSTER = """\
 """
 
 
+# WebSocket upstreams speak plain HTTP/1.1 (Envoy's default upstream protocol).
+_WS_CLUSTER = """\
+  - name: {name}
+    type: {kind}
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}
+"""
+
+
+# Plain HTTP/1.1 upgrades to the ledger's stream port. The transcoder would 404 the unknown path
+# and the Lua shaper would wait for the end of the upgraded stream, so both are off there;
+# ext_authz is off because the token travels in a subprotocol, which the stream server verifies.
+_STREAM_ROUTE = """\
+              - match: {prefix: "/v1/stream/"}
+                route:
+                  cluster: ledger_ws
+                  timeout: 0s
+                  upgrade_configs: [{upgrade_type: websocket}]
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.\
+ExtAuthzPerRoute
+                    disabled: true
+                  envoy.filters.http.lua:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+                  envoy.filters.http.grpc_json_transcoder:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+"""
+
+
 @dataclass(frozen=True)
 class EnvoyLayout:
     bind_host: str
@@ -38,6 +78,8 @@ class EnvoyLayout:
     # service name ("project", ...) -> (host, port) of its gRPC server
     upstreams: dict[str, tuple[str, int]]
     max_body_bytes: int = 64 << 20
+    # (host, port) of the ledger's WebSocket streams; None: no /v1/stream/ route at all
+    ledger_ws: tuple[str, int] | None = None
 
 
 def transcoded_services(descriptor_path: Path) -> list[str]:
@@ -56,16 +98,20 @@ def transcoded_services(descriptor_path: Path) -> list[str]:
     return sorted(names)
 
 
+def _cluster(template: str, name: str, host: str, port: int) -> str:
+    kind = "STATIC" if host[0].isdigit() else "STRICT_DNS"
+    return template.format(name=name, kind=kind, host=host, port=port)
+
+
 def render(layout: EnvoyLayout) -> str:
     clusters = "".join(
-        _CLUSTER.format(
-            name=name,
-            kind="STATIC" if host[0].isdigit() else "STRICT_DNS",
-            host=host,
-            port=port,
-        )
+        _cluster(_CLUSTER, name, host, port)
         for name, (host, port) in sorted(layout.upstreams.items())
     )
+    stream_routes = ""
+    if layout.ledger_ws is not None:
+        clusters += _cluster(_WS_CLUSTER, "ledger_ws", *layout.ledger_ws)
+        stream_routes = _STREAM_ROUTE
     return Template(TEMPLATE.read_text()).substitute(
         BIND_HOST=layout.bind_host,
         HTTP_PORT=layout.http_port,
@@ -75,4 +121,5 @@ def render(layout: EnvoyLayout) -> str:
         TRANSCODED_SERVICES=", ".join(transcoded_services(layout.descriptor_path)),
         MAX_BODY_BYTES=layout.max_body_bytes,
         CLUSTERS=clusters.rstrip("\n"),
+        STREAM_ROUTES=stream_routes,
     )

@@ -153,7 +153,15 @@ class Stack:
     def _hint(self, child: Child) -> str:
         return f"; see {self.log_dir / (child.name + '.log')}" if self.log_dir else ""
 
+    @property
+    def ledger_ws_port(self) -> int:
+        return int(self.env["CAIRN_LEDGER_WS_PORT"])
+
     def start(self) -> Stack:
+        # The ledger's WebSocket port is internal (clients use Envoy's), so unless it is set, any
+        # free port does: stacks side by side (parallel test sessions) never collide on it.
+        if not self.env.get("CAIRN_LEDGER_WS_PORT"):
+            self.env["CAIRN_LEDGER_WS_PORT"] = str(free_port(self.settings.bind_host))
         try:
             self._start_redis()
             for service in SERVICES:
@@ -196,6 +204,7 @@ class Stack:
             admin_port=s.envoy_admin_port,
             descriptor_path=DESCRIPTOR,
             upstreams={name: (s.bind_host, s.grpc_port(name)) for name in SERVICES},
+            ledger_ws=(s.bind_host, self.ledger_ws_port),
         )
         config = s.run_dir / "envoy.yaml"
         config.write_text(render(layout))
@@ -235,6 +244,7 @@ class Stack:
             f"  REST base URL : {self.rest_url}",
             f"  gRPC (Envoy)  : {s.bind_host}:{s.http_port}",
             f"  gRPC (direct) : {direct}",
+            f"  Ledger streams: ws://{s.bind_host}:{self.ledger_ws_port} (direct; also via Envoy)",
             f"  Root token    : {s.root_token}  (also in {s.run_dir / 'root-token'})",
             f"  Redis         : {s.redis_url}",
             f"  Envoy admin   : http://{s.bind_host}:{s.envoy_admin_port}",

@@ -149,11 +149,16 @@ names the value to fix.
 {{- fail "externalS3: set both accessKey and secretKey, or neither (or use externalS3.existingSecret)" -}}
 {{- end -}}
 {{- $ports := dict -}}
+{{- $wanted := len .Values.services -}}
 {{- range $name, $svc := .Values.services -}}
 {{- $_ := set $ports (toString $svc.port) $name -}}
+{{- if $svc.wsPort -}}
+{{- $_ := set $ports (toString $svc.wsPort) $name -}}
+{{- $wanted = add1 $wanted -}}
 {{- end -}}
-{{- if ne (len $ports) (len .Values.services) -}}
-{{- fail "services.*.port: every service needs its own port" -}}
+{{- end -}}
+{{- if ne (len $ports) $wanted -}}
+{{- fail "services.*.port, services.*.wsPort: every port must be distinct" -}}
 {{- end -}}
 {{- end -}}
 
