@@ -25,6 +25,7 @@ from cairn.ledger.packages import PackageRegistry
 from cairn.ledger.store import LedgerStore
 from cairn.ledger.streams import (
     AUTH_SUBPROTOCOL,
+    DEFAULT_WS_PORT,
     MISSING_SUBPROTOCOL,
     MULTIPLE_REQUESTS,
     StreamServer,
@@ -32,6 +33,7 @@ from cairn.ledger.streams import (
     TransactionFeed,
     start_stream_server,
 )
+from cairn.stack.envoy_config import DEFAULT_LEDGER_WS_PORT
 
 from .test_ledger_service import ALICE, BOB, IOU, Ledger, create, start_ledger, upload
 
@@ -308,3 +310,19 @@ async def test_closing_the_server_closes_open_streams_going_away(streams: Stream
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(ws.recv(), WAIT)
     assert ws.close_code == 1001
+
+
+def test_the_edge_and_the_ledger_agree_on_the_default_stream_port() -> None:
+    assert DEFAULT_LEDGER_WS_PORT == DEFAULT_WS_PORT == StreamSettings.from_env({}).port
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"CAIRN_LEDGER_WS_PORT": "http"}, "CAIRN_LEDGER_WS_PORT"),
+    ({"CAIRN_LEDGER_WS_PORT": "70000"}, "CAIRN_LEDGER_WS_PORT"),
+    ({"CAIRN_LEDGER_WS_HEARTBEAT_SECONDS": "0"}, "CAIRN_LEDGER_WS_HEARTBEAT_SECONDS"),
+    ({"CAIRN_LEDGER_WS_HEARTBEAT_SECONDS": "soon"}, "CAIRN_LEDGER_WS_HEARTBEAT_SECONDS"),
+])
+def test_bad_stream_settings_are_refused_naming_the_variable(env: dict[str, str],
+                                                             named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        StreamSettings.from_env(env)
