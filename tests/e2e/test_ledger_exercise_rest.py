@@ -2,7 +2,7 @@
 ledger service, on model-tests-1.15.dar with the documentation's Alice and Bob tokens.
 
 The stack is shared with other e2e modules, so assertions name their own contracts and keys
-rather than whole query results.
+rather than whole query results, and the module archives what it made Bob see when it ends.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import grpc
 import httpx
 import pytest
 
+from cairn.auth.ledger_jwt import encode_jwt_hs256
 from cairn.ledger.grpc_api import value_to_pb
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
@@ -55,6 +56,23 @@ def api(stack: RunningStack, shared_fixtures: Path) -> Iterator[httpx.Client]:
             **auth(ALICE), "Content-Type": "application/octet-stream"})
         assert reply.status_code == 200, reply.text
         yield client
+        archive_everything_bob_sees(client)
+
+
+def archive_everything_bob_sees(api: httpx.Client) -> None:
+    """Leave the shared stack as other modules expect it: Bob starts out seeing nothing.
+
+    Every contract here is signed by Alice and/or Bob, so both acting together may `Archive` it.
+    """
+    both = encode_jwt_hs256({"https://daml.com/ledger-api": {
+        "ledgerId": "MyLedger", "applicationId": "HTTP-JSON-API-Gateway",
+        "actAs": ["Alice", "Bob"]}}, "sandbox tokens are not verified")
+    for contract in api.get("/v1/query", headers=auth(BOB)).json()["result"]:
+        reply = post(api, "/v1/exercise", {"templateId": contract["templateId"],
+                                           "contractId": contract["contractId"],
+                                           "choice": "Archive", "argument": {}}, token=both)
+        assert reply.status_code == 200, reply.text
+    assert api.get("/v1/query", headers=auth(BOB)).text == exact({"status": 200, "result": []})
 
 
 def post(api: httpx.Client, path: str, body: Any, token: str = ALICE) -> httpx.Response:
