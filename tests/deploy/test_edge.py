@@ -91,11 +91,14 @@ def test_bad_settings_are_refused_naming_the_variable(env: dict[str, str], named
         EdgeSettings.from_env(env)
 
 
-def test_the_stream_upstream_defaults_to_the_ledger_host_and_stream_port() -> None:
+def test_the_stream_upstream_defaults_to_the_ledger_host_and_its_stream_port() -> None:
     settings = EdgeSettings.from_env({"CAIRN_LEDGER_ADDR": "ledger.ns:7000",
                                       "CAIRN_LEDGER_WS_PORT": "7001"})
     assert settings.layout.ledger_ws == ("ledger.ns", 7001)
     assert EdgeSettings.from_env({}).layout.ledger_ws == ("127.0.0.1", 50055)
+    # Like the ledger itself: without CAIRN_LEDGER_WS_PORT, the port after its gRPC port.
+    assert EdgeSettings.from_env({"CAIRN_LEDGER_GRPC_PORT": "6000"}).layout.ledger_ws == (
+        "127.0.0.1", 6001)
     explicit = EdgeSettings.from_env({"CAIRN_LEDGER_WS_ADDR": "streams:9000"})
     assert explicit.layout.ledger_ws == ("streams", 9000)
 

@@ -33,7 +33,6 @@ from cairn.ledger.streams import (
     TransactionFeed,
     start_stream_server,
 )
-from cairn.stack.envoy_config import DEFAULT_LEDGER_WS_PORT
 
 from .test_ledger_service import ALICE, BOB, IOU, Ledger, create, start_ledger, upload
 
@@ -312,8 +311,10 @@ async def test_closing_the_server_closes_open_streams_going_away(streams: Stream
     assert ws.close_code == 1001
 
 
-def test_the_edge_and_the_ledger_agree_on_the_default_stream_port() -> None:
-    assert DEFAULT_LEDGER_WS_PORT == DEFAULT_WS_PORT == StreamSettings.from_env({}).port
+def test_the_stream_port_defaults_to_the_port_after_the_grpc_port() -> None:
+    assert StreamSettings.from_env({}).port == DEFAULT_WS_PORT == 50055
+    assert StreamSettings.from_env({}, grpc_port=40000).port == 40001
+    assert StreamSettings.from_env({"CAIRN_LEDGER_WS_PORT": "9000"}, grpc_port=40000).port == 9000
 
 
 @pytest.mark.parametrize(("env", "named"), [
@@ -326,3 +327,41 @@ def test_bad_stream_settings_are_refused_naming_the_variable(env: dict[str, str]
                                                              named: str) -> None:
     with pytest.raises(ValueError, match=named):
         StreamSettings.from_env(env)
+
+
+async def test_a_lost_feed_connection_ends_open_streams_with_an_error(
+    streams: StreamLedger, redis: aioredis.Redis,
+) -> None:
+    ws = await open_stream(streams, {"templateIds": ["Iou:Iou"]})
+    assert await receive(ws) == {"events": [], "offset": None}
+    # Commits published while the feed is disconnected would be lost, so the stream must end.
+    await redis.client_kill_filter(_type="pubsub")
+    message = await receive(ws)
+    assert message["status"] == 503
+    assert "interrupted" in message["errors"][0]
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), WAIT)
+    assert ws.close_code == 1011
+    # The feed subscribes again; new streams work.
+    for _ in range(50):
+        again = await open_stream(streams, {"templateIds": ["Iou:Iou"]})
+        if "offset" in await receive(again):
+            await again.close()
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("the feed did not come back")
+
+
+async def test_live_events_name_every_matching_query_resumed_or_not(
+    streams: StreamLedger,
+) -> None:
+    await create(streams.ledger, "Iou:Iou", IOU)
+    end = await streams.store.ledger_end()
+    ws = await open_stream(streams, [{"templateIds": ["Iou:Iou"], "offset": end},
+                                     {"templateIds": ["Iou:Iou"]}])
+    # Only the element without an offset gets the snapshot.
+    assert [e["matchedQueries"] for e in (await receive(ws))["events"]] == [[1]]
+    assert await receive(ws) == {"events": [], "offset": end}
+    await create(streams.ledger, "Iou:Iou", IOU)
+    assert [e["matchedQueries"] for e in (await receive(ws))["events"]] == [[0, 1]]
+    await ws.close()

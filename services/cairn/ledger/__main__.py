@@ -27,7 +27,7 @@ from cairn.runtime.settings import Settings
 
 
 async def main(settings: Settings) -> None:
-    stream_settings = StreamSettings.from_env()
+    stream_settings = StreamSettings.from_env(grpc_port=settings.grpc_port("ledger"))
     streams: list[tuple[StreamServer, TransactionFeed]] = []
     stream_redis: aioredis.Redis | None = None
 

@@ -99,7 +99,7 @@ class StreamSettings:
 
     | variable | default | meaning |
     |---|---|---|
-    | `CAIRN_LEDGER_WS_PORT` | `50055` | port of the ledger's WebSocket server |
+    | `CAIRN_LEDGER_WS_PORT` | the gRPC port + 1 (`50055`) | port of the WebSocket server |
     | `CAIRN_LEDGER_WS_HEARTBEAT_SECONDS` | `5` | quiet time after which the offset is re-sent |
     """
 
@@ -107,9 +107,13 @@ class StreamSettings:
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> StreamSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None,
+                 grpc_port: int = DEFAULT_WS_PORT - 1) -> StreamSettings:
+        """From the environment; without `CAIRN_LEDGER_WS_PORT` the port after the ledger's
+        gRPC port, so ledger processes side by side on one host (tests, replicas) never share
+        one."""
         env = os.environ if env is None else env
-        raw_port = env.get("CAIRN_LEDGER_WS_PORT") or str(DEFAULT_WS_PORT)
+        raw_port = env.get("CAIRN_LEDGER_WS_PORT") or str(grpc_port + 1)
         if not raw_port.isdigit() or not 0 <= int(raw_port) <= 65535:
             raise ValueError(f"CAIRN_LEDGER_WS_PORT must be a port (0-65535), got {raw_port!r}")
         raw_beat = env.get("CAIRN_LEDGER_WS_HEARTBEAT_SECONDS") or str(DEFAULT_HEARTBEAT_SECONDS)
@@ -179,7 +183,12 @@ class TransactionFeed:
     async def start(self) -> None:
         """Begin reading; returns once the channel subscription is active."""
         self._task = asyncio.create_task(self._run(), name="ledger-transaction-feed")
-        await self._subscribed.wait()
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), CATCH_UP_SECONDS)
+        except TimeoutError:
+            await self.close()
+            raise RuntimeError(f"could not subscribe to the ledger's commit channel "
+                               f"{self._store.channel} in {CATCH_UP_SECONDS:.0f}s") from None
 
     async def close(self) -> None:
         if self._task is not None:
@@ -191,7 +200,10 @@ class TransactionFeed:
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[Subscription]:
         subscription = Subscription()
-        self._subscribers.add(subscription)
+        if self._subscribed.is_set():
+            self._subscribers.add(subscription)
+        else:  # between a lost connection and the next subscribe, commits would go unseen
+            subscription.deliver(FeedLost("the ledger's event feed is reconnecting"))
         try:
             yield subscription
         finally:
@@ -210,6 +222,7 @@ class TransactionFeed:
                 raise
             except Exception as err:  # a lost Redis connection: streams cannot be trusted now
                 log.warning("ledger_feed_interrupted", error=str(err))
+                self._subscribed.clear()
                 self._fail_all("the ledger's event feed was interrupted")
                 await asyncio.sleep(FEED_RETRY_SECONDS)
 
@@ -306,7 +319,9 @@ class CompiledStream:
     # The matched query indexes of a visible contract (query streams), [] for fetch streams,
     # or None when the contract does not belong on the stream.
     match: Matcher
-    # Matches for the contracts the client already has: those of elements that resume.
+    # Matches against the elements that start with a snapshot (they name the snapshot's
+    # matchedQueries), and against those that resume (their contracts the client already has).
+    fresh_match: Matcher
     resumed_match: Matcher
     # Reads the active contracts the stream starts with (those of elements that do not resume).
     snapshot: Callable[[], Any]
@@ -378,12 +393,13 @@ class StreamCompiler:
         if not any(predicates for predicates, _ in compiled):
             raise InvalidRequest("Cannot resolve any template ID from request")
 
-        def matcher(resumed: bool) -> Matcher:
+        def matcher(resumed: bool | None) -> Matcher:
+            """Matches against the resuming elements, the others, or (None) all of them."""
             def match(contract: StoredContract) -> list[int] | None:
                 if not _visible(contract, readers):
                     return None
                 hits = [i for i, (predicates, resumes) in enumerate(compiled)
-                        if resumes == resumed and contract.template_id in predicates
+                        if resumed in (None, resumes) and contract.template_id in predicates
                         and predicates[contract.template_id](contract.payload)]
                 return hits or None
             return match
@@ -413,7 +429,8 @@ class StreamCompiler:
 
         return CompiledStream(
             readers=readers,
-            match=lambda c: match_fresh(c) or match_resumed(c),
+            match=matcher(None),
+            fresh_match=match_fresh,
             resumed_match=match_resumed,
             snapshot=lambda: snapshot_of(False),
             resumed_snapshot=lambda: snapshot_of(True),
@@ -485,6 +502,7 @@ class StreamCompiler:
         return CompiledStream(
             readers=readers,
             match=match,
+            fresh_match=(lambda _: None) if resumes else match,
             resumed_match=match if resumes else (lambda _: None),
             snapshot=nothing if resumes else holders,
             resumed_snapshot=holders if resumes else nothing,
@@ -658,18 +676,16 @@ class StreamServer:
             raise OffsetPruned()  # the ledger moved past the offset while the stream started
         async for transaction in _transactions_up_to(subscription, before, after):
             for contract in transaction.created:
-                if stream.match(contract) is None:
-                    continue
+                if stream.fresh_match(contract) is not None:
+                    fresh.setdefault(contract.contract_id, contract)
                 if stream.resumed_match(contract) is not None:
                     resumed.add(contract.contract_id)
-                else:
-                    fresh.setdefault(contract.contract_id, contract)
             for contract_id, _ in transaction.archived:
                 fresh.pop(contract_id, None)
                 resumed.discard(contract_id)
         contracts = list(fresh.values())
         for start in range(0, len(contracts), ACS_BLOCK_SIZE):
-            events = [created_event(c, stream.match(c), stream.with_matched_queries)
+            events = [created_event(c, stream.fresh_match(c), stream.with_matched_queries)
                       for c in contracts[start:start + ACS_BLOCK_SIZE]]
             await ws.send(_frame({"events": events}))
         stream.known_ids |= set(fresh) | resumed

@@ -11,7 +11,8 @@ this process is replaced by Envoy, so Envoy receives the pod's signals directly.
 |---|---|---|
 | `CAIRN_BIND_HOST`, `CAIRN_HTTP_PORT`, `CAIRN_ENVOY_ADMIN_PORT` | as in the README | listeners |
 | `CAIRN_{AUTH,PROJECT,COMPONENT,LEDGER}_ADDR` | `127.0.0.1:<service gRPC port>` | upstreams |
-| `CAIRN_LEDGER_WS_ADDR` | ledger host, `CAIRN_LEDGER_WS_PORT` (50055) | WebSocket upstream |
+| `CAIRN_LEDGER_WS_ADDR` | ledger host:`CAIRN_LEDGER_WS_PORT` | ledger WebSocket upstream |
+| `CAIRN_LEDGER_WS_PORT` | the ledger's gRPC port + 1 | as the ledger reads it |
 | `CAIRN_ENVOY_DESCRIPTOR` | `build/cairn.binpb` in the source tree | descriptor set |
 | `CAIRN_ENVOY_CONFIG` | `<CAIRN_RUN_DIR>/envoy.yaml` | where the rendered config is written |
 | `CAIRN_ENVOY_CONCURRENCY`, `CAIRN_ENVOY_LOG_LEVEL` | `2`, `warning` | Envoy's flags |
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.runtime.settings import DEFAULT_PORTS, Settings
-from cairn.stack.envoy_config import DEFAULT_LEDGER_WS_PORT, EnvoyLayout, render
+from cairn.stack.envoy_config import EnvoyLayout, render
 from cairn.stack.launcher import DESCRIPTOR, StackError, envoy_binary
 
 ENVOY_LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
@@ -98,9 +99,10 @@ class EdgeSettings:
         if raw_ws:
             ledger_ws = parse_address("CAIRN_LEDGER_WS_ADDR", raw_ws)
         else:
-            raw_ws_port = env.get("CAIRN_LEDGER_WS_PORT") or str(DEFAULT_LEDGER_WS_PORT)
-            ledger_ws = parse_address("CAIRN_LEDGER_WS_PORT",
-                                      f"{upstreams['ledger'][0]}:{raw_ws_port}")
+            # The ledger's own default (cairn.ledger.streams.StreamSettings): gRPC port + 1.
+            ledger_host, ledger_port = upstreams["ledger"]
+            raw_ws_port = env.get("CAIRN_LEDGER_WS_PORT") or str(ledger_port + 1)
+            ledger_ws = parse_address("CAIRN_LEDGER_WS_PORT", f"{ledger_host}:{raw_ws_port}")
         descriptor = Path(env.get("CAIRN_ENVOY_DESCRIPTOR") or DESCRIPTOR)
         if not descriptor.is_file():
             raise EdgeConfigError(

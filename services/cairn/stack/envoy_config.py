@@ -13,10 +13,6 @@ ENVOY_DIR = Path(__file__).resolve().parents[3] / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.in"
 LUA_SHAPER = ENVOY_DIR / "rest_shaper.lua"
 
-# The ledger's WebSocket stream port when nothing says otherwise; the same default as
-# cairn.ledger.streams.DEFAULT_WS_PORT (kept here so the edge need not import the ledger).
-DEFAULT_LEDGER_WS_PORT = 50055
-
 _CLUSTER = """\
   - name: {name}
     type: {kind}
