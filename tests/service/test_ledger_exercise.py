@@ -13,10 +13,17 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
 from cairn.auth.ledger_jwt import encode_jwt_hs256
+from cairn.ledger.codec import JsonCodec
 from cairn.ledger.grpc_api import value_to_pb as value_to_pb_dict
+from cairn.ledger.lf.ast import Identifier
+from cairn.ledger.lf.dar import load_dar
+from cairn.ledger.lf.engine import Engine
+from cairn.ledger.store import LedgerStore
 from cairn.ledger.v1 import ledger_service_pb2 as pb
+from cairn.ledger.view import RedisLedgerView
 
 from .test_ledger_service import (
     ALICE,
@@ -384,3 +391,31 @@ async def test_interface_choices_resolve_as_the_json_api_does(
     # The template's own choice wins without choiceInterfaceId; the interface's with it.
     assert await exercise_my_archive() == "Interface.T"
     assert await exercise_my_archive(choiceInterfaceId="Interface1:I") == "Interface1.I"
+
+
+# ---------------------------------------------------------------------- the Redis ledger view
+async def test_redis_ledger_view_reads_contracts_and_keys_from_a_worker_thread(
+    model: Ledger, redis: aioredis.Redis, model_tests: bytes
+) -> None:
+    dar = load_dar(model_tests)
+    codec = JsonCodec(Engine(dar.packages.values()).packages)
+    view = RedisLedgerView(LedgerStore(redis), codec, asyncio.get_running_loop())
+    payload = {"tkParty": "Alice", "tkKey": "view", "tkDisclosedTo": ["Bob"]}
+    created = (await create(model, "Test:TextKey", payload))["result"]
+    template_id = Identifier(MODEL_TESTS_ID, "Test", "TextKey")
+
+    def read() -> tuple[Any, ...]:
+        contract = view.lookup_contract(created["contractId"])
+        key = codec.decode(Engine(dar.packages.values()).key_type(template_id),
+                           ["Alice", "view"])
+        return (contract, view.lookup_contract("00" + "cd" * 32),
+                view.lookup_key(template_id, key))
+
+    contract, missing, holder = await asyncio.to_thread(read)
+    assert contract is not None and missing is None
+    assert contract.template_id == template_id and contract.observers == ("Bob",)
+    assert codec.encode_contract(contract)["payload"] == payload
+    assert holder == created["contractId"]
+    # On the loop itself a synchronous lookup would deadlock: it is refused instead.
+    with pytest.raises(RuntimeError, match="worker thread"):
+        view.lookup_contract("00" + "ef" * 32)

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 from cairn.ledger.codec import JsonCodec
 from cairn.ledger.lf.ast import Identifier
-from cairn.ledger.lf.errors import EngineError
 from cairn.ledger.lf.interp import Contract
 from cairn.ledger.model import key_hash
 from cairn.ledger.packages import template_id_text
 from cairn.ledger.store import LedgerStore
+from cairn.runtime.errors import Unavailable
 
 T = TypeVar("T")
 
@@ -30,8 +30,9 @@ T = TypeVar("T")
 LOOKUP_TIMEOUT_SECONDS = 30.0
 
 
-class StoreUnavailable(EngineError):
-    """A ledger lookup the engine needed could not be answered by the store."""
+class StoreUnavailable(Unavailable):
+    """A ledger lookup the engine needed could not be answered by the store (503); not an
+    engine error, so it passes through the engine's error mapping unchanged."""
 
 
 class RedisLedgerView:
