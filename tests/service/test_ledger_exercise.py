@@ -419,3 +419,21 @@ async def test_redis_ledger_view_reads_contracts_and_keys_from_a_worker_thread(
     # On the loop itself a synchronous lookup would deadlock: it is refused instead.
     with pytest.raises(RuntimeError, match="worker thread"):
         view.lookup_contract("00" + "ef" * 32)
+
+
+async def test_an_interface_id_as_the_exercise_target(
+    ledger: Ledger, shared_fixtures: Path
+) -> None:
+    await upload(ledger, (shared_fixtures / "daml" / "semantic-tests-1.15.dar").read_bytes())
+    created = (await create(ledger, "Interface:T", {"owner": "Alice"}))["result"]
+    body = await exercise(ledger, {"templateId": "Interface1:I",
+                                   "contractId": created["contractId"],
+                                   "choice": "MyArchive", "argument": {}})
+    assert body["result"]["exerciseResult"] == "Interface1.I"
+    # The archived event names the contract's template, not the interface.
+    assert body["result"]["events"] == [{"archived": {
+        "contractId": created["contractId"], "templateId": created["templateId"]}}]
+    status, error = await failure(exercise(ledger, {"templateId": "Interface1:I",
+                                                    "key": {"_1": "Alice", "_2": "x"},
+                                                    "choice": "MyArchive", "argument": {}}))
+    assert status == 400 and "Exercise by key needs a template ID" in error["errors"][0]

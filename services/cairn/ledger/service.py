@@ -151,6 +151,17 @@ class LedgerService:
             raise InvalidRequest(f"Cannot resolve template ID, given: {ref}")
         return found
 
+    async def _exercise_target(self, raw: object) -> tuple[Identifier, bool]:
+        """The template, or else the interface, an exercise names; (id, is an interface)."""
+        ref = parse_template_ref(raw)
+        found = await self._packages.resolve(ref)  # refreshes the packages on a miss
+        if found is not None:
+            return found, False
+        interface_id = self._lookup_interface(ref)
+        if interface_id is None:
+            raise InvalidRequest(f"Cannot resolve template ID, given: {ref}")
+        return interface_id, True
+
     async def _interface(self, raw: object) -> Identifier:
         """An interface id as a client wrote it (`choiceInterfaceId`)."""
         ref = parse_template_ref(raw)
@@ -301,12 +312,15 @@ class LedgerService:
         """Exercise `choice` on the contract with `contract_id`, or (`by_key`) on the active
         contract of `template` whose key is `key`."""
         require_command_claims(claims)
-        template_id = await self._template(template)
+        template_id, is_interface = await self._exercise_target(template)
         interface_id = None
         if choice_interface is not None:
             interface_id = await self._interface(choice_interface)
         if not by_key and (not isinstance(contract_id, str) or not contract_id):
             raise InvalidRequest("contractId must be a non-empty string")
+        if by_key and is_interface:
+            raise InvalidRequest(f"Exercise by key needs a template ID, given the interface "
+                                 f"{template_id_text(template_id)}")
         through, choice_def = self._resolve_choice(template_id, choice, interface_id)
         if by_key and through is not None:
             raise InvalidRequest(f"Exercise by key of a choice inherited from interface "
@@ -332,8 +346,9 @@ class LedgerService:
                 assert isinstance(contract_id, str)
                 transaction = engine.exercise(
                     contract_id, choice_name, choice_argument, act_as=claims.act_as,
-                    read_as=claims.read_as, ledger=view, template_id=template_id,
-                    interface_id=through)
+                    read_as=claims.read_as, ledger=view,
+                    # Through an interface the contract may be of any implementing template.
+                    template_id=None if is_interface else template_id, interface_id=through)
             return self._render(transaction, choice_def.return_type)
 
         interpreted = await self._interpret(interpret)
