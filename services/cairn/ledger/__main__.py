@@ -17,9 +17,14 @@ from cairn.ledger.packages import PackageRegistry
 from cairn.ledger.service import LedgerService
 from cairn.ledger.settings import LedgerSettings
 from cairn.ledger.store import LedgerStore
-from cairn.ledger.streams import StreamServer, StreamSettings, TransactionFeed, start_stream_server
+from cairn.ledger.streams import (
+    StreamServer,
+    StreamSettings,
+    TransactionFeed,
+    start_stream_server,
+)
+from cairn.ledger.streams import stream_redis as redis_connection
 from cairn.ledger.v1 import ledger_service_pb2_grpc
-from cairn.runtime import redis as redis_conn
 from cairn.runtime.entrypoint import Registrar, serve
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.logging import configure_logging
@@ -45,7 +50,7 @@ async def main(settings: Settings) -> None:
         )
         # Streams listen before the gRPC server reports SERVING, so a ready ledger is ready
         # on both ports.
-        stream_redis = redis_conn.connect(settings.redis_url)
+        stream_redis = redis_connection(settings.redis_url)
         streams.append(await start_stream_server(settings.bind_host, stream_settings,
                                                  stream_redis, packages, ledger_settings.tokens))
 

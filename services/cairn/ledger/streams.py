@@ -78,6 +78,10 @@ CATCH_UP_SECONDS = 10.0
 FEED_RETRY_SECONDS = 0.5
 CONTRACT_READ_BATCH = 64  # concurrent GETs when the feed loads a commit's created contracts
 CLOSE_NORMAL, CLOSE_INTERNAL = 1000, 1011
+# Redis connections the streams may hold at once (the feed keeps one): a burst of streams opening
+# together waits for a connection instead of exhausting Redis's client limit.
+STREAM_REDIS_CONNECTIONS = 32
+REDIS_WAIT_SECONDS = 10.0
 _QUERY_FIELDS = {"templateIds", "query", "offset"}
 _FETCH_FIELDS = {"templateId", "key", "contractIdAtOffset"}
 
@@ -784,6 +788,14 @@ async def _send_and_close(ws: ServerConnection, frame: str, code: int) -> None:
     with contextlib.suppress(ConnectionClosed):
         await ws.send(frame)
         await ws.close(code)
+
+
+def stream_redis(url: str) -> aioredis.Redis:
+    """A Redis client for the streams, with a bounded, waiting connection pool."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=STREAM_REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS,
+        health_check_interval=30)
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def start_stream_server(host: str, settings: StreamSettings, redis: aioredis.Redis,
