@@ -365,3 +365,20 @@ async def test_live_events_name_every_matching_query_resumed_or_not(
     await create(streams.ledger, "Iou:Iou", IOU)
     assert [e["matchedQueries"] for e in (await receive(ws))["events"]] == [[0, 1]]
     await ws.close()
+
+
+async def test_a_fetch_stream_resumed_at_the_ledger_end_reports_the_holders_archive(
+    streams: StreamLedger,
+) -> None:
+    held = active(await create(streams.ledger, "Test:TextKey",
+                               {"tkParty": "Alice", "tkKey": "held", "tkDisclosedTo": []}))
+    end = await streams.store.ledger_end()
+    ws = await connect(streams.url("/v1/stream/fetch"), subprotocols=protocols(ALICE))
+    await ws.send(json.dumps({"offset": end}))
+    await ws.send(json.dumps([{"templateId": "Test:TextKey", "key": ["Alice", "held"],
+                               "contractIdAtOffset": held["contractId"]}]))
+    assert await receive(ws) == {"events": [], "offset": end}  # no snapshot when resuming
+    await streams.store.commit(Commit(archived=(await _stored(streams, held["contractId"]),)))
+    assert (await receive(ws))["events"] == [{"archived": {"contractId": held["contractId"],
+                                                           "templateId": held["templateId"]}}]
+    await ws.close()

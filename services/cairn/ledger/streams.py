@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
@@ -45,6 +45,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from cairn.auth.ledger_jwt import LedgerClaims, LedgerTokenPolicy
+from cairn.ledger.codec import CodecError
 from cairn.ledger.lf.ast import Identifier, TCon
 from cairn.ledger.lf.errors import EngineError
 from cairn.ledger.model import StoredContract, key_hash
@@ -328,19 +329,15 @@ class CompiledStream:
     fresh_match: Matcher
     resumed_match: Matcher
     # Reads the active contracts the stream starts with (those of elements that do not resume).
-    snapshot: Callable[[], Any]
+    snapshot: Callable[[], Awaitable[list[StoredContract]]]
     # Reads the active contracts the resuming elements already cover.
-    resumed_snapshot: Callable[[], Any]
+    resumed_snapshot: Callable[[], Awaitable[list[StoredContract]]]
     with_matched_queries: bool
     # The offsets resuming elements resume at; the ledger keeps no history, so each must be
     # the ledger end when the stream starts.
     offsets: frozenset[int]
     unknown_template_ids: list[str] = field(default_factory=list)
     known_ids: set[str] = field(default_factory=set)  # contract ids the client holds
-
-
-def _visible(contract: StoredContract, readers: frozenset[str]) -> bool:
-    return contract.visible_to(readers)
 
 
 class StreamCompiler:
@@ -400,7 +397,7 @@ class StreamCompiler:
         def matcher(resumed: bool | None) -> Matcher:
             """Matches against the resuming elements, the others, or (None) all of them."""
             def match(contract: StoredContract) -> list[int] | None:
-                if not _visible(contract, readers):
+                if not contract.visible_to(readers):
                     return None
                 hits = [i for i, (predicates, resumes) in enumerate(compiled)
                         if resumed in (None, resumes) and contract.template_id in predicates
@@ -450,7 +447,6 @@ class StreamCompiler:
             raise _reader_error(data, "must be a JSON array with at least 1 element")
         unknown: list[str] = []
         wanted: set[tuple[str, str]] = set()  # (template id, key slot)
-        known_ids: set[str] = set()
         for element in data:
             if not isinstance(element, dict):
                 raise _reader_error(element, "each fetch request must be a JSON object")
@@ -463,11 +459,12 @@ class StreamCompiler:
                 if default_offset is None:
                     raise InvalidRequest("contractIdAtOffset is not allowed for WebSocket "
                                          "streams starting at the beginning")
+                # Resuming is only possible at the ledger end, where the key holders the stream
+                # reads are the contracts the client can hold; a claimed id adds nothing (and
+                # must not make the stream report archives of contracts the party cannot see).
                 cid = element["contractIdAtOffset"]
                 if cid is not None and not isinstance(cid, str):
                     raise _reader_error(element, "contractIdAtOffset must be a string or null")
-                if cid is not None:
-                    known_ids.add(cid)
             resolved = await self._resolve(element["templateId"], unknown)
             if resolved is None:
                 continue
@@ -479,15 +476,15 @@ class StreamCompiler:
                                      f"{template_id}") from None
             try:
                 key_value = self._packages.codec.decode(key_type, element["key"])
-            except Exception as err:  # CodecError and its kin: the key does not fit its type
+            except CodecError as err:
                 raise InvalidRequest(str(err)) from None
             wanted.add((template_id, key_hash(template_id, key_value)))
         if not wanted:
             raise InvalidRequest("Cannot resolve any template ID from request")
 
         def match(contract: StoredContract) -> list[int] | None:
-            if (contract.template_id, contract.key_slot) in wanted and _visible(contract,
-                                                                                 readers):
+            if ((contract.template_id, contract.key_slot) in wanted
+                    and contract.visible_to(readers)):
                 return []
             return None
 
@@ -513,7 +510,6 @@ class StreamCompiler:
             with_matched_queries=False,
             offsets=frozenset() if default_offset is None else frozenset({default_offset}),
             unknown_template_ids=unknown,
-            known_ids=known_ids,
         )
 
 
