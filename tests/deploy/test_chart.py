@@ -364,6 +364,7 @@ def test_helm_test_pod_checks_rest_through_envoy_and_each_service(rendered: Rend
     script = container["args"][0]
     compile(script, "helm-test", "exec")  # the check users run must at least be valid Python
     assert '"/v1/projects"' in script and "Bearer " in script
+    assert '"/v1/stream/query"' in script  # the WebSocket route reaches the ledger's streams
 
 
 def test_envoy_is_exposed_by_a_service_of_the_configured_type(rendered: Rendered) -> None:
