@@ -79,6 +79,7 @@ CATCH_UP_SECONDS = 10.0
 FEED_RETRY_SECONDS = 0.5
 CONTRACT_READ_BATCH = 64  # concurrent GETs when the feed loads a commit's created contracts
 CLOSE_NORMAL, CLOSE_INTERNAL = 1000, 1011
+PING_SECONDS = 20.0
 # Redis connections the streams may hold at once (the feed keeps one): a burst of streams opening
 # together waits for a connection instead of exhausting Redis's client limit.
 STREAM_REDIS_CONNECTIONS = 32
@@ -565,7 +566,10 @@ class StreamServer:
             subprotocols=[AUTH_SUBPROTOCOL],  # type: ignore[list-item]
             # Contract payloads can be large; the JSON API's own frames have no fixed cap.
             max_size=64 << 20,
-            ping_interval=None,  # heartbeats are JSON offset ticks, as the JSON API sends
+            # Protocol pings besides the JSON offset ticks: they find dead clients, and they keep
+            # a stream that has no offset to tick yet (empty ledger) from looking idle to Envoy.
+            ping_interval=PING_SECONDS,
+            ping_timeout=PING_SECONDS,
         )
 
     async def close(self) -> None:
