@@ -164,8 +164,10 @@ def test_cairn_services_have_native_grpc_probes_for_their_health_names(
         if ws_port is not None:
             expected_ports.append({"name": "ws", "containerPort": ws_port, "protocol": "TCP"})
         assert container["ports"] == expected_ports
-        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[kind]["grpc"] == {"port": port, "service": health_name}, kind
+        # Readiness follows the service's dependencies; startup and liveness only the process.
+        assert container["readinessProbe"]["grpc"] == {"port": port, "service": health_name}
+        for kind in ("startupProbe", "livenessProbe"):
+            assert container[kind]["grpc"] == {"port": port}, kind
         # The pod must outlive the preStop delay plus the service's own drain after SIGTERM.
         assert pod["terminationGracePeriodSeconds"] > (
             rendered.values["preStopSleepSeconds"] + rendered.values["shutdownGraceSeconds"]

@@ -19,6 +19,7 @@ from cairn.blobstore.port import (
     BlobReader,
     BlobStore,
     iter_bytes,
+    probe,
     read_bytes,
     sha256_of,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "blob_store_from_env",
     "blob_store_from_settings",
     "iter_bytes",
+    "probe",
     "read_bytes",
     "sha256_of",
     "validate_key",

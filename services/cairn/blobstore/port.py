@@ -128,6 +128,15 @@ class BlobStore(Protocol):
         ...
 
 
+READINESS_PROBE_KEY = "cairn-readiness-probe"
+
+
+async def probe(store: BlobStore) -> None:
+    """Ask the backend about a blob nobody writes: raises `BlobStoreUnavailable` when it cannot
+    answer (readiness health)."""
+    await store.exists(READINESS_PROBE_KEY)
+
+
 async def iter_bytes(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
     """Feed an in-memory value to `BlobStore.put` (for small blobs such as metadata)."""
     view = memoryview(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import redis.asyncio as aioredis
 
+from cairn import blobstore
 from cairn.component.access import ProjectGateway, UsageLedger
 from cairn.component.grpc_api import ComponentApi, TemplateApi
 from cairn.component.service import ComponentService
@@ -12,18 +13,19 @@ from cairn.component.settings import ComponentSettings
 from cairn.component.store import ComponentStore
 from cairn.component.v1 import component_service_pb2_grpc, template_service_pb2_grpc
 from cairn.runtime.callers import CallerResolver
-from cairn.runtime.entrypoint import Registrar, run_service
+from cairn.runtime.entrypoint import Wiring, run_service
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.settings import Settings
 
 TEMPLATE_SERVICE = "cairn.component.v1.TemplateService"
 
 
-async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
+async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
     own = ComponentSettings.from_env(run_dir=settings.run_dir)
+    blobs = own.blob_store()
     service = ComponentService(
         ComponentStore(redis),
-        own.blob_store(),
+        blobs,
         ProjectGateway(settings.address("project"), settings.internal_secret),
         max_component_bytes=own.max_component_bytes,
         usage=UsageLedger(settings.address("auth"), settings.internal_secret),
@@ -42,7 +44,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         component_service_pb2_grpc.add_ComponentServiceServicer_to_server(components, server)
         template_service_pb2_grpc.add_TemplateServiceServicer_to_server(templates, server)
 
-    return register
+    return Wiring(register, {"blobs": lambda: blobstore.probe(blobs)})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import asyncio
 import grpc
 import redis.asyncio as aioredis
 
+from cairn import blobstore
 from cairn.ledger.grpc_api import LedgerApi, LedgerCallers
 from cairn.ledger.packages import PackageRegistry
 from cairn.ledger.service import LedgerService
@@ -25,7 +26,7 @@ from cairn.ledger.streams import (
 )
 from cairn.ledger.streams import stream_redis as redis_connection
 from cairn.ledger.v1 import ledger_service_pb2_grpc
-from cairn.runtime.entrypoint import Registrar, serve
+from cairn.runtime.entrypoint import Wiring, serve
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.logging import configure_logging
 from cairn.runtime.settings import Settings
@@ -36,11 +37,12 @@ async def main(settings: Settings) -> None:
     streams: list[tuple[StreamServer, TransactionFeed]] = []
     stream_redis: aioredis.Redis | None = None
 
-    async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
+    async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
         nonlocal stream_redis
         ledger_settings = LedgerSettings.from_env(run_dir=settings.run_dir)
         store = LedgerStore(redis)
-        packages = PackageRegistry(store, ledger_settings.blob_store(),
+        blobs = ledger_settings.blob_store()
+        packages = PackageRegistry(store, blobs,
                                    ledger_settings.max_dar_bytes)
         # Decode the packages uploaded before this process started, once, before serving.
         await packages.refresh()
@@ -57,7 +59,7 @@ async def main(settings: Settings) -> None:
         def register(server: grpc.aio.Server) -> None:
             ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(api, server)
 
-        return register
+        return Wiring(register, {"blobs": lambda: blobstore.probe(blobs)})
 
     try:
         await serve("ledger", settings, setup, style=ErrorStyle.LEDGER)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 import redis.asyncio as aioredis
@@ -12,12 +14,29 @@ import structlog
 from cairn.runtime import redis as redis_conn
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.logging import configure_logging
-from cairn.runtime.server import CAIRN_SERVICES, run_until_signalled, start_server
+from cairn.runtime.server import (
+    CAIRN_SERVICES,
+    Probe,
+    Readiness,
+    run_until_signalled,
+    start_server,
+)
 from cairn.runtime.settings import Settings
 
 Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a setup returns when the service depends on more than Redis (e.g. a blob store)."""
+
+    register: Registrar
+    # Readiness probes besides Redis's, by dependency name.
+    probes: Mapping[str, Probe] = field(default_factory=dict)
+
+
 # Builds the service's servicers from settings and a Redis client; returns what registers them.
-Setup = Callable[[Settings, aioredis.Redis], Awaitable[Registrar]]
+Setup = Callable[[Settings, aioredis.Redis], Awaitable[Registrar | Wiring]]
 
 
 async def serve(
@@ -30,12 +49,15 @@ async def serve(
     required: Sequence[str] = ("redis_url", "internal_secret"),
 ) -> None:
     settings.require(*required)
-    redis = redis_conn.connect(settings.redis_url)
+    redis = redis_conn.connect(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     try:
-        register = await setup(settings, redis)
+        wiring = await setup(settings, redis)
+        if not isinstance(wiring, Wiring):
+            wiring = Wiring(wiring)
+        services = [CAIRN_SERVICES[service], *extra_services]
         running = await start_server(
-            register=register,
-            services=[CAIRN_SERVICES[service], *extra_services],
+            register=wiring.register,
+            services=services,
             style=style,
             host=settings.bind_host,
             port=settings.grpc_port(service),
@@ -43,7 +65,17 @@ async def serve(
             max_message_bytes=settings.grpc_max_message_bytes,
         )
         structlog.get_logger().info("service_started", port=running.port)
-        await run_until_signalled(running, settings.shutdown_grace_seconds)
+        readiness = Readiness(
+            running.health, services, {"redis": redis.ping, **wiring.probes},
+            interval=settings.readiness_interval_seconds,
+        )
+        watching = asyncio.create_task(readiness.run())
+        try:
+            await run_until_signalled(running, settings.shutdown_grace_seconds)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
     finally:
         await redis.aclose()
 

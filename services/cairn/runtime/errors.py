@@ -12,6 +12,9 @@ import json
 
 import grpc
 
+from cairn.blobstore.errors import BlobStoreUnavailable
+from cairn.runtime.redis import is_unavailable as redis_unavailable
+
 
 class ErrorStyle(enum.Enum):
     """How an API family spells its error bodies."""
@@ -92,3 +95,28 @@ class Internal(ServiceError):
 class Unavailable(ServiceError):
     http_status = 503
     grpc_code = grpc.StatusCode.UNAVAILABLE
+
+
+REDIS_UNAVAILABLE = "The state store (Redis) is unavailable; try again shortly"
+BLOBS_UNAVAILABLE = "Blob storage is unavailable; try again shortly"
+# A peer Cairn service's answers that mean it could not be reached or did not answer in time.
+PEER_UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def peer_unavailable(service: str) -> Unavailable:
+    return Unavailable(f"The {service} service is unavailable; try again shortly")
+
+
+def as_unavailable(err: BaseException) -> Unavailable | None:
+    """The 503 / UNAVAILABLE that a dependency outage escaping a handler means, else None.
+
+    Dependencies are Redis, the blob store and the other Cairn services; a handler may map their
+    failures itself (with a more specific message), and whatever it leaves is mapped here.
+    """
+    if redis_unavailable(err):
+        return Unavailable(REDIS_UNAVAILABLE)
+    if isinstance(err, BlobStoreUnavailable):
+        return Unavailable(BLOBS_UNAVAILABLE)
+    if isinstance(err, grpc.aio.AioRpcError) and err.code() in PEER_UNAVAILABLE_CODES:
+        return Unavailable(f"A service this call needs is unavailable: {err.details()}")
+    return None

@@ -1,10 +1,90 @@
-"""Redis connections: one asyncio client per process, from CAIRN_REDIS_URL."""
+"""Redis connections: one asyncio client per process, from CAIRN_REDIS_URL, and what an outage is.
+
+The failure policy (docs/faults.md), built on redis-py's own `Retry`, pool checks and timeouts:
+
+- A command Redis refused because it is still loading its data (`BusyLoadingError`) did not run,
+  so it is retried with jittered exponential backoff: a restarted Redis causes no burst of errors.
+- The pool checks a pooled connection before handing it out and reconnects one the server closed.
+  If a connection still turns out to be dropped mid-command, a read-only command is retried once
+  on a fresh connection; anything else is raised: a write may or may not have run, and only the
+  caller can say whether repeating it is safe.
+- A refused connection, a reset or a timeout is raised at once (no waiting through an outage); the
+  server interceptor answers it as UNAVAILABLE / 503 (`UNAVAILABLE_ERRORS`).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.cluster import READ_COMMANDS
+from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
+
+# Errors that mean "Redis cannot serve right now", not "the request was wrong": unreachable,
+# reset, timed out, still loading (a ConnectionError), pool exhausted, or a replica that lost its
+# master (read-only). Issue 12 adds Sentinel's and Cluster's transient errors here.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, ReadOnlyError)
+
+# While Redis loads its AOF it answers -LOADING; retry that for up to ~2 s in all.
+LOADING_RETRIES = 7
+LOADING_BACKOFF = ExponentialWithJitterBackoff(base=0.02, cap=0.5)
+# A connect to a live host is fast; past this the host is gone or black-holed.
+CONNECT_TIMEOUT_SECONDS = 2.0
 
 
-def connect(url: str) -> aioredis.Redis:
-    # decode_responses=False: values are JSON or binary; callers decode what they need.
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+class Redis(aioredis.Redis):
+    """redis-py's asyncio client, retrying a read-only command once on a dropped connection."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except BusyLoadingError:
+            raise  # already retried with backoff by the connection's Retry
+        except ConnectionError:
+            if not _read_only(args[0]):
+                raise
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+def _read_only(command: object) -> bool:
+    name = command.decode() if isinstance(command, bytes) else str(command)
+    return name.upper() in READ_COMMANDS
+
+
+def connect(
+    url: str,
+    *,
+    timeout_seconds: float = 5.0,
+    max_connections: int | None = None,
+    wait_seconds: float | None = None,
+) -> Redis:
+    """A client for `url`; commands that take longer than `timeout_seconds` fail (UNAVAILABLE).
+
+    With `wait_seconds`, the pool holds at most `max_connections` and a command waits that long
+    for a free one (a `BlockingConnectionPool`); otherwise the pool grows as needed.
+    """
+    options: dict[str, Any] = {
+        # Values are JSON or binary; callers decode what they need.
+        "decode_responses": False,
+        "retry": Retry(LOADING_BACKOFF, LOADING_RETRIES, supported_errors=(BusyLoadingError,)),
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": min(timeout_seconds, CONNECT_TIMEOUT_SECONDS),
+        "socket_keepalive": True,
+        # An idle connection is PINGed before reuse, catching a dead peer the pool check missed.
+        "health_check_interval": 30,
+    }
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    pool: aioredis.ConnectionPool
+    if wait_seconds is not None:
+        pool = aioredis.BlockingConnectionPool.from_url(url, timeout=wait_seconds, **options)
+    else:
+        pool = aioredis.ConnectionPool.from_url(url, **options)
+    return Redis(connection_pool=pool)
+
+
+def is_unavailable(err: BaseException) -> bool:
+    """Whether `err` means Redis could not serve (an outage), not a bug or a bad request."""
+    return isinstance(err, UNAVAILABLE_ERRORS)

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cairn.runtime.errors import ErrorStyle, ServiceError
+from cairn.runtime.errors import ErrorStyle, ServiceError, as_unavailable
 
 log = structlog.get_logger()
 
@@ -46,12 +46,21 @@ def cairn_proto_services() -> list[str]:
     return sorted(names)
 
 
-def _code_name(err: Exception) -> str:
-    """The status a failed call ends with: the ServiceError's, else INTERNAL."""
-    return err.grpc_code.name if isinstance(err, ServiceError) else "INTERNAL"
+def _as_service_error(err: Exception) -> ServiceError:
+    """What a failed call answers: the ServiceError, UNAVAILABLE for a dependency outage
+    (Redis, blob store, a peer service), else INTERNAL (logged with its traceback)."""
+    if isinstance(err, ServiceError):
+        return err
+    unavailable = as_unavailable(err)
+    if unavailable is not None:
+        log.warning("dependency_unavailable", error=f"{type(err).__name__}: {err}")
+        return unavailable
+    log.exception("rpc_crashed")
+    return ServiceError("Internal server error")
 
 
 async def _abort(context: Context, err: ServiceError, style: ErrorStyle) -> None:
+    """End the call with the error's status and REST body (always raises AbortError)."""
     await context.abort(
         err.grpc_code,
         err.message,
@@ -85,12 +94,6 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
             structlog.contextvars.bind_contextvars(rpc=method, request_id=request_id)
             return time.perf_counter()
 
-        async def fail(context: Context, err: Exception) -> None:
-            """Abort the call with the error's status and REST body (always raises AbortError)."""
-            if not isinstance(err, ServiceError):
-                log.exception("rpc_crashed")
-                err = ServiceError("Internal server error")
-            await _abort(context, err, style)
 
         # Probes and reflection are frequent and uninteresting; log them only at debug level.
         quiet = method.startswith(("/grpc.health.", "/grpc.reflection."))
@@ -109,8 +112,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     code = "ABORTED_BY_HANDLER"
                     raise
                 except Exception as err:
-                    code = _code_name(err)
-                    await fail(context, err)
+                    failure = _as_service_error(err)
+                    code = failure.grpc_code.name
+                    await _abort(context, failure, style)
                 finally:
                     finish(started, code)
 
@@ -126,8 +130,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     code = "ABORTED_BY_HANDLER"
                     raise
                 except Exception as err:
-                    code = _code_name(err)
-                    await fail(context, err)
+                    failure = _as_service_error(err)
+                    code = failure.grpc_code.name
+                    await _abort(context, failure, style)
                 finally:
                     finish(started, code)
 
@@ -176,6 +181,66 @@ class FederatedHealth(AsyncHealthServicer):  # type: ignore[misc]
             return health_pb2.HealthCheckResponse(
                 status=health_pb2.HealthCheckResponse.NOT_SERVING
             )
+
+
+# A readiness probe: returns when its dependency answers, raises when it does not.
+Probe = Callable[[], Awaitable[object]]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Readiness:
+    """Keeps a process's services NOT_SERVING while a dependency (Redis, the blob store) is down.
+
+    Each named service's health is its readiness: Kubernetes' readiness probe and the launcher
+    ask for it, and Envoy's health route forwards to it. The overall service `""` is liveness:
+    it stays SERVING through an outage (a restart would not bring Redis back) and turns
+    NOT_SERVING only when the process drains on SIGTERM.
+    """
+
+    def __init__(
+        self,
+        health: FederatedHealth,
+        services: Iterable[str],
+        probes: Mapping[str, Probe],
+        *,
+        interval: float = 1.0,
+        timeout: float = 2.0,
+    ) -> None:
+        self._health = health
+        self._services = [s for s in services if s]
+        self._probes = dict(probes)
+        self._interval = interval
+        self._timeout = timeout
+        self.down: frozenset[str] = frozenset()
+
+    async def _error(self, probe: Probe) -> str | None:
+        try:
+            await asyncio.wait_for(probe(), self._timeout)
+        except Exception as err:
+            return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        return None
+
+    async def check(self) -> bool:
+        """Probe every dependency once and publish the result; True when all answered."""
+        errors = await asyncio.gather(*(self._error(p) for p in self._probes.values()))
+        failures = {n: e for n, e in zip(self._probes, errors, strict=True) if e is not None}
+        down = frozenset(failures)
+        if down != self.down:
+            if down:
+                log.warning("dependency_down", errors=failures)
+            else:
+                log.info("dependencies_restored", dependencies=sorted(self.down))
+            self.down = down
+            for service in self._services:
+                await self._health.set(service, NOT_SERVING if down else SERVING)
+        return not down
+
+    async def run(self) -> None:
+        """Check every `interval` seconds until cancelled."""
+        while True:
+            await self.check()
+            await asyncio.sleep(self._interval)
 
 
 @dataclass

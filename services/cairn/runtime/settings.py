@@ -20,6 +20,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """One immutable settings object; `from_env` is the only place that reads os.environ."""
@@ -41,6 +54,10 @@ class Settings:
     addresses: Mapping[str, str] = field(default_factory=dict)
     grpc_max_message_bytes: int = 64 << 20
     shutdown_grace_seconds: float = 5.0
+    # A Redis command slower than this fails as UNAVAILABLE (docs/faults.md).
+    redis_timeout_seconds: float = 5.0
+    # How often a service checks its dependencies (Redis, blob store) for its readiness health.
+    readiness_interval_seconds: float = 1.0
 
     def grpc_port(self, service: str) -> int:
         return self.grpc_ports[service]
@@ -74,7 +91,9 @@ class Settings:
                 if env.get(f"CAIRN_{name.upper()}_ADDR")
             },
             grpc_max_message_bytes=_int(env, "CAIRN_GRPC_MAX_MESSAGE_BYTES", 64 << 20),
-            shutdown_grace_seconds=float(env.get("CAIRN_SHUTDOWN_GRACE_SECONDS", "5")),
+            shutdown_grace_seconds=_float(env, "CAIRN_SHUTDOWN_GRACE_SECONDS", 5.0),
+            redis_timeout_seconds=_float(env, "CAIRN_REDIS_TIMEOUT_SECONDS", 5.0),
+            readiness_interval_seconds=_float(env, "CAIRN_READINESS_INTERVAL_SECONDS", 1.0),
         )
 
     def require(self, *names: str) -> None:

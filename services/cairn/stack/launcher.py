@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -34,10 +35,33 @@ class StackError(RuntimeError):
     """The stack could not start; the message names the part and where its log is."""
 
 
+def ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections' local ports (Linux's default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nothing is bound to, chosen below the ephemeral range.
+
+    A client reconnecting to a listening port in the ephemeral range while its server restarts
+    can be given that very port as its own local port and connect to itself (TCP simultaneous
+    open); the server then cannot bind. Ports outside the range cannot be taken that way.
+    """
+    low = max(1024, ephemeral_ports().start - 12000)
+    candidates = range(low, ephemeral_ports().start)
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise StackError(f"no free port in {low}-{candidates.stop - 1}")
 
 
 def redis_server_binary() -> str:
