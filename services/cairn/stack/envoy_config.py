@@ -6,12 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 ENVOY_DIR = Path(__file__).resolve().parents[3] / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.in"
 LUA_SHAPER = ENVOY_DIR / "rest_shaper.lua"
+# Cairn's OpenAPI document (every REST path Cairn serves), and where Envoy serves it.
+OPENAPI_DOCUMENT = ENVOY_DIR / "openapi.yaml"
+DOCUMENT_PATH = "/openapi.yaml"
+MAX_DOCUMENT_BYTES = 1 << 20
 
 _CLUSTER = """\
   - name: {name}
@@ -63,6 +67,114 @@ ExtAuthzPerRoute
                     "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
                     disabled: true
 """
+
+
+# Filters that must not touch the routes Envoy answers itself: no credentials are needed to read
+# the document or to learn a method is not allowed (Golem's servers route before they
+# authenticate), and the transcoder would answer 404 for a method it has no rule for.
+_OWN_ANSWER_FILTERS = """\
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.\
+ExtAuthzPerRoute
+                    disabled: true
+                  envoy.filters.http.grpc_json_transcoder:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+"""
+
+_DOCUMENT_ROUTE = """\
+              - match:
+                  path: "{path}"
+                  headers: [{{name: ":method", string_match: {{exact: GET}}}}]
+                direct_response: {{status: 200, body: {{filename: {filename}}}}}
+""" + _OWN_ANSWER_FILTERS
+
+_METHOD_NOT_ALLOWED_ROUTE = """\
+              - match:
+                  safe_regex: {{regex: "{regex}"}}
+                  headers:
+                  - name: ":method"
+                    string_match: {{safe_regex: {{regex: "^({methods})$"}}}}
+                    invert_match: true
+                direct_response: {{status: 405, body: {{inline_string: "Method Not Allowed"}}}}
+                response_headers_to_add:
+                - header: {{key: allow, value: "{allow}"}}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+""" + _OWN_ANSWER_FILTERS
+
+
+def literal_regex(text: str) -> str:
+    """`text` as a regex that also reads the same inside a double-quoted YAML string."""
+    return "".join(c if c.isalnum() or c in "-_/" else f"[{c}]" for c in text)
+
+
+@dataclass(frozen=True)
+class RestRule:
+    """One REST binding of a gRPC method: an HTTP method and a path template."""
+
+    method: str
+    template: str
+
+    def segments(self) -> list[str | None]:
+        """The template's path segments; None for a `{variable}` segment."""
+        return [
+            None if part.startswith("{") else part for part in self.template.strip("/").split("/")
+        ]
+
+    def regex(self) -> str:
+        parts = ["[^/]+" if s is None else literal_regex(s) for s in self.segments()]
+        return "^/" + "/".join(parts) + "$"
+
+    def overlaps(self, other: RestRule) -> bool:
+        """Whether some request path matches both templates."""
+        mine, theirs = self.segments(), other.segments()
+        return len(mine) == len(theirs) and all(
+            a is None or b is None or a == b for a, b in zip(mine, theirs, strict=True)
+        )
+
+
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def _bindings(rule: http_pb2.HttpRule) -> list[http_pb2.HttpRule]:
+    return [rule, *rule.additional_bindings]
+
+
+def rest_rules(descriptor_path: Path) -> list[RestRule]:
+    """Every (method, path template) the transcoder serves, read from the descriptor set."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    rules = []
+    for file in files.file:
+        if not file.package.startswith("cairn."):
+            continue
+        for service in file.service:
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                for binding in _bindings(method.options.Extensions[annotations_pb2.http]):
+                    pattern = binding.WhichOneof("pattern")
+                    if pattern in _HTTP_METHODS:
+                        rules.append(RestRule(pattern.upper(), getattr(binding, pattern)))
+    return rules
+
+
+def method_not_allowed_routes(rules: list[RestRule]) -> str:
+    """Routes answering 405 (with `Allow`) when a known path is called with another method.
+
+    A path can match several templates (`/v1/projects/default`, `/v1/projects/{project_id}`),
+    so each template allows the methods of every template it overlaps.
+    """
+    routes = []
+    for template in sorted({r.template for r in rules}):
+        probe = RestRule("", template)
+        allowed = sorted({r.method for r in rules if probe.overlaps(r)})
+        routes.append(
+            _METHOD_NOT_ALLOWED_ROUTE.format(
+                regex=probe.regex(), methods="|".join(allowed), allow=", ".join(allowed)
+            )
+        )
+    return "".join(routes)
 
 
 @dataclass(frozen=True)
@@ -118,4 +230,8 @@ def render(layout: EnvoyLayout) -> str:
         MAX_BODY_BYTES=layout.max_body_bytes,
         CLUSTERS=clusters.rstrip("\n"),
         STREAM_ROUTES=stream_routes,
+        DOCUMENT_PATH_REGEX=literal_regex(DOCUMENT_PATH),
+        MAX_DOCUMENT_BYTES=MAX_DOCUMENT_BYTES,
+        DOCUMENT_ROUTES=_DOCUMENT_ROUTE.format(path=DOCUMENT_PATH, filename=OPENAPI_DOCUMENT),
+        METHOD_ROUTES=method_not_allowed_routes(rest_rules(layout.descriptor_path)),
     )
