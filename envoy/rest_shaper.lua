@@ -5,6 +5,14 @@
 local STRIP = {"x-http-body", "x-http-status", "grpc-status", "grpc-message",
                "grpc-status-details-bin", "grpc-accept-encoding", "x-envoy-upstream-service-time"}
 
+-- The transcoder's messages for a query value it cannot parse name protobuf internals
+-- ("for type TYPE_UINT64", synthetic oneof fields); clients get the same facts without them.
+function without_internal_names(text)
+  text = string.gsub(text, ": invalid value oneof field '[^']*' is already set%. Cannot set '[^']*' for type oneof",
+                     "a query parameter was given more than once")
+  return (string.gsub(text, " for type TYPE_[%u%d_]+", ""))
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   -- Only ext_authz (after this filter) may assert who the caller is.
@@ -38,8 +46,10 @@ function envoy_on_response(handle)
     -- drop it so these bodies are byte-for-byte what the services write.
     local b = handle:body(true)
     local n = b:length()
-    if n > 0 and b:getBytes(n - 1, 1) == "\n" then
-      b:setBytes(b:getBytes(0, n - 1))
+    if n > 0 then
+      local text = b:getBytes(0, n)
+      if string.sub(text, n) == "\n" then text = string.sub(text, 1, n - 1) end
+      b:setBytes(without_internal_names(text))
     end
     return
   end

@@ -61,3 +61,14 @@ def test_undeclared_query_parameters_are_ignored(stack: RunningStack) -> None:
     listed = httpx.get(f"{stack.base_url}/v1/projects?project-name=none&foo=bar", headers=auth)
     assert listed.status_code == 200
     assert listed.json() == []
+
+
+def test_bad_query_values_do_not_name_protobuf_internals(stack: RunningStack) -> None:
+    auth = {"Authorization": f"Bearer {stack.root_token}"}
+    zero = "00000000-0000-0000-0000-000000000000"
+    bad = httpx.get(f"{stack.base_url}/v1/components/{zero}/download?version=abc", headers=auth)
+    assert bad.status_code == 400
+    assert bad.text == exact({"errors": ['version: invalid value "abc"']})
+    twice = httpx.get(f"{stack.base_url}/v1/projects?project-name=a&project-name=b", headers=auth)
+    assert twice.status_code == 400
+    assert twice.text == exact({"errors": ["a query parameter was given more than once"]})
