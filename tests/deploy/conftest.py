@@ -19,6 +19,8 @@ import yaml  # type: ignore[import-untyped]
 
 from cairn.stack.launcher import REPO_ROOT
 
+from .dockerfile import ImageEnv, build_image_env
+
 CHART = REPO_ROOT / "deploy" / "helm" / "cairn"
 SCENARIOS = sorted(
     p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")
@@ -125,3 +127,9 @@ def render(helm: Helm, scenario: str, kube_version: str = KUBE_VERSIONS[0]) -> R
 @pytest.fixture(scope="session", params=SCENARIOS)
 def rendered(request: pytest.FixtureRequest, helm: Helm) -> Iterator[Rendered]:
     yield render(helm, request.param)
+
+
+@pytest.fixture(scope="session")
+def image_env(tmp_path_factory: pytest.TempPathFactory) -> ImageEnv:
+    """The image's build stage carried out here: a clean venv with only what the image installs."""
+    return build_image_env(tmp_path_factory.mktemp("image"))

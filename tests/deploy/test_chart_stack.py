@@ -1,18 +1,21 @@
 """The chart's pods as processes: what `helm install` + `helm test` would do, minus the cluster.
 
-Every container the chart renders is started here with exactly the environment its pod would
-get (ConfigMap through envFrom, Secret values resolved from the rendered Secrets, so the generated
-root token really flows from the chart to the auth service and to the test Pod). Only what a
-cluster provides is stood in for: Service DNS names become 127.0.0.1, listeners bind loopback
-instead of 0.0.0.0, an emptyDir becomes a temporary directory, and Redis and S3 are a local
-redis-server and moto server given to the chart as external stores. Readiness is checked the way
-the kubelet would, with the probe each Deployment declares; then the `helm test` Pod's own script
-runs against the stack, and SIGTERM must stop every pod well within its grace period.
+Every container the chart renders is started here from the image's own environment (the
+Dockerfile's build stage carried out by `dockerfile.py`: a clean venv with only what the image
+installs, generated protos, code under the image's `/app`), with exactly the environment its
+pod would get (ConfigMap through envFrom, Secret values resolved from the rendered Secrets, so
+the generated root token really flows from the chart to the auth service and to the test Pod).
+Only what a cluster provides is stood in for: Service DNS names become 127.0.0.1, listeners
+bind loopback instead of 0.0.0.0, an emptyDir becomes a temporary directory, and Redis and S3
+are a local redis-server and moto server given to the chart as external stores. Readiness is
+checked the way the kubelet would, with the probe each Deployment declares; then every service
+answers one call through Envoy, the `helm test` Pod's own script runs against the stack, and
+SIGTERM must stop every pod well within its grace period. A module the image does not install
+fails here as it would in a cluster.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,13 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from cairn.auth.ledger_jwt import CLAIMS_NAMESPACE, DEFAULT_LEDGER_ID, encode_jwt_hs256
 from cairn.runtime.server import CAIRN_SERVICES
-from cairn.stack.launcher import REPO_ROOT, _http_ok, _serving, free_port
+from cairn.stack.launcher import _http_ok, _serving, free_port
 
 from .conftest import RELEASE, Helm, Rendered, effective_values
+from .dockerfile import ImageEnv
 
 pytestmark = pytest.mark.e2e
 
@@ -70,8 +76,9 @@ def container_env(rendered: Rendered, spec: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def localize(env: dict[str, str], run_dir: Path) -> dict[str, str]:
-    local = dict(env)
+def localize(env: dict[str, str], image: ImageEnv, run_dir: Path) -> dict[str, str]:
+    """The pod's environment on this machine: the image's ENV under the container's own."""
+    local = {**image.env, **env}
     for key, value in env.items():
         if key.endswith("_ADDR"):
             local[key] = loopback(value)
@@ -79,10 +86,18 @@ def localize(env: dict[str, str], run_dir: Path) -> dict[str, str]:
         CAIRN_BIND_HOST="127.0.0.1",  # this machine allows loopback only
         CAIRN_RUN_DIR=str(run_dir),
         CAIRN_LOG_FORMAT="console",
-        PATH=os.environ.get("PATH", ""),
         TMPDIR=str(run_dir),
     )
     return local
+
+
+def ledger_token(rendered: Rendered) -> str:
+    """A token for Alice that the ledger pod accepts: signed with its secret when it verifies."""
+    spec = rendered.get("Deployment", f"{FULLNAME}-ledger")["spec"]["template"]["spec"]
+    env = container_env(rendered, spec)
+    claims = {CLAIMS_NAMESPACE: {"ledgerId": env.get("CAIRN_LEDGER_ID", DEFAULT_LEDGER_ID),
+                                 "applicationId": "chart-stack", "actAs": ["Alice"]}}
+    return encode_jwt_hs256(claims, env.get("CAIRN_LEDGER_JWT_SECRET", "sandbox"))
 
 
 def wait_until(ready: Any, pod: Pod, what: str, timeout: float = 60) -> None:
@@ -119,13 +134,20 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @dataclass
 class ChartStack:
     rendered: Rendered
+    image: ImageEnv
     pods: dict[str, Pod]
     run_dir: Path
+
+    def argv(self, container: dict[str, Any]) -> list[str]:
+        """The container's command and args, its executable found on the image's PATH."""
+        command = [*container["command"], *container.get("args", [])]
+        return [self.image.which(command[0]), *command[1:]]
 
 
 @pytest.fixture(scope="module")
 def chart_stack(
-    helm: Helm, redis_url: str, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+    helm: Helm, image_env: ImageEnv, redis_url: str, moto_endpoint: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ChartStack]:
     ports = {name: free_port() for name in CAIRN_SERVICES}
     http_port, admin_port = free_port(), free_port()
@@ -143,16 +165,19 @@ def chart_stack(
     values = effective_values("default")
     for name, port in ports.items():
         values["services"][name]["port"] = port
+    values["envoy"].update(httpPort=http_port, adminPort=admin_port)
     rendered = Rendered("chart-stack", values, docs)
     run_dir = tmp_path_factory.mktemp("chart-stack")
     pods: dict[str, Pod] = {}
+    stack = ChartStack(rendered, image_env, pods, run_dir)
 
-    def start(name: str, argv: list[str], env: dict[str, str]) -> Pod:
+    def start(name: str, container: dict[str, Any], env: dict[str, str]) -> Pod:
         pod_dir = run_dir / name
         pod_dir.mkdir()
         log_path = pod_dir / "pod.log"
         log = log_path.open("wb")
-        process = subprocess.Popen(argv, env=localize(env, pod_dir), cwd=REPO_ROOT,
+        process = subprocess.Popen(stack.argv(container), env=localize(env, image_env, pod_dir),
+                                   cwd=image_env.app,
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         pods[name] = Pod(name, process, log_path, log)
         return pods[name]
@@ -163,19 +188,17 @@ def chart_stack(
             spec = rendered.get("Deployment", f"{FULLNAME}-{service}")["spec"]["template"]["spec"]
             (container,) = spec["containers"]
             probe = container["readinessProbe"]["grpc"]
-            pod = start(service, [sys.executable, *container["command"][1:]],
-                        container_env(rendered, spec))
+            pod = start(service, container, container_env(rendered, spec))
             wait_until(lambda p=probe: _serving(f"127.0.0.1:{p['port']}", p["service"]), pod,
                        "gRPC readiness probe")
         spec = rendered.get("Deployment", f"{FULLNAME}-envoy")["spec"]["template"]["spec"]
         (container,) = spec["containers"]
-        pod = start("envoy", [sys.executable, *container["command"][1:]],
-                    container_env(rendered, spec))
+        pod = start("envoy", container, container_env(rendered, spec))
         ready = container["readinessProbe"]["httpGet"]
         assert ready["port"] == "admin"
         wait_until(lambda: _http_ok(f"http://127.0.0.1:{admin_port}{ready['path']}"), pod,
                    "admin /ready")
-        yield ChartStack(rendered, pods, run_dir)
+        yield stack
     finally:
         for pod in pods.values():
             if pod.process.poll() is None:
@@ -195,11 +218,10 @@ def test_helm_test_pod_script_passes_against_the_chart_configured_stack(
         f"{loopback(address)}={service}"
         for address, service in (p.split("=") for p in env["CAIRN_TEST_SERVICES"].split())
     )
-    env["PATH"] = os.environ.get("PATH", "")
     (container,) = test_pod["spec"]["containers"]
     result = subprocess.run(
-        [sys.executable, *container["command"][1:], *container["args"]], env=env,
-        capture_output=True, text=True, timeout=120, check=False,
+        chart_stack.argv(container), env={**chart_stack.image.env, **env},
+        cwd=chart_stack.image.app, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     lines = result.stdout.splitlines()
@@ -208,6 +230,25 @@ def test_helm_test_pod_script_passes_against_the_chart_configured_stack(
     for name, health in CAIRN_SERVICES.items():
         port = chart_stack.rendered.values["services"][name]["port"]
         assert f"{health} at 127.0.0.1:{port}: SERVING" in lines
+
+
+def test_every_service_answers_a_call_through_envoy(chart_stack: ChartStack) -> None:
+    """One real call per service, each through ext_authz (auth) to its service."""
+    rendered = chart_stack.rendered
+    auth = rendered.get("Deployment", f"{FULLNAME}-auth")["spec"]["template"]["spec"]
+    root = {"Authorization": f"Bearer {container_env(rendered, auth)['CAIRN_ROOT_TOKEN']}"}
+    ledger = {"Authorization": f"Bearer {ledger_token(rendered)}"}
+    api = f"http://127.0.0.1:{rendered.values['envoy']['httpPort']}"
+    with httpx.Client(base_url=api, timeout=30) as client:
+        projects = client.get("/v1/projects", headers=root)
+        assert projects.status_code == 200, projects.text
+        assert [p["projectData"]["name"] for p in projects.json()] == ["default-project"]
+        components = client.get("/v1/components", headers=root)
+        assert components.status_code == 200, components.text
+        assert components.json() == []
+        packages = client.get("/v1/packages", headers=ledger)
+        assert packages.status_code == 200, packages.text
+        assert packages.json() == {"status": 200, "result": []}
 
 
 def test_every_pod_stops_on_sigterm_within_its_grace_period(chart_stack: ChartStack) -> None:

@@ -1,14 +1,15 @@
 """The image recipe agrees with the chart that runs it (no docker daemon here to build it).
 
-What can be checked without building: the user, ports, paths and commands the chart relies on
-are the ones deploy/docker/Dockerfile sets up, and everything it copies is in the build context.
+The user, ports, paths and commands the chart relies on are the ones deploy/docker/Dockerfile
+sets up, and everything it copies is in the build context. Whether what it installs is enough to
+run every service is test_chart_stack.py's job: it carries out the build stage (`dockerfile.py`)
+and starts every pod from the result.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
@@ -17,25 +18,7 @@ from cairn.runtime.settings import DEFAULT_PORTS, Settings
 from cairn.stack.launcher import REPO_ROOT
 
 from .conftest import CHART, RELEASE, Helm, render
-
-DOCKERFILE = REPO_ROOT / "deploy" / "docker" / "Dockerfile"
-DOCKERIGNORE = REPO_ROOT / "deploy" / "docker" / "Dockerfile.dockerignore"
-
-
-def instructions(stage: int | None = None) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined; `stage` picks one FROM block."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    parsed = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            parsed.append((keyword.upper(), rest.strip()))
-    if stage is None:
-        return parsed
-    starts = [i for i, (k, _) in enumerate(parsed) if k == "FROM"]
-    ends = [*starts[1:], len(parsed)]
-    return parsed[starts[stage]:ends[stage]]
+from .dockerfile import in_build_context, instructions
 
 
 def final_stage(keyword: str) -> list[str]:
@@ -101,25 +84,12 @@ def test_generates_protos_at_build_time_with_the_stack_extra() -> None:
 
 
 def test_everything_copied_is_in_the_build_context() -> None:
-    patterns = [line for line in DOCKERIGNORE.read_text().splitlines()
-                if line and not line.startswith("#")]
-
-    def included(path: str) -> bool:
-        # .dockerignore semantics: the last matching pattern wins; "!" re-includes.
-        verdict = True
-        for pattern in patterns:
-            negated = pattern.startswith("!")
-            bare = pattern.lstrip("!").rstrip("/")
-            if fnmatch(path, bare) or path.startswith(bare + "/"):
-                verdict = negated
-        return verdict
-
     copied = [args.split()[0] for k, args in instructions(0) if k == "COPY"]
     assert copied
     for source in copied:
         assert (REPO_ROOT / source).exists(), source
-        assert included(source), f"{source} is excluded from the build context"
+        assert in_build_context(source), f"{source} is excluded from the build context"
     # Local state must stay out of the image.
     for local in (".venv", ".run", ".tools", ".git", "build/cairn.binpb"):
-        assert not included(local), local
+        assert not in_build_context(local), local
     assert Path(REPO_ROOT / "scripts" / "gen_protos.py").is_file()

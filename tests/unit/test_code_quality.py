@@ -1,4 +1,4 @@
-"""The code base stays ruff- and mypy-clean: the same checks `make lint typecheck` run."""
+"""The code base stays ruff- and mypy-clean (what `make lint typecheck` run), and deptry-clean."""
 
 import subprocess
 import sys
@@ -19,4 +19,11 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_strict_is_clean() -> None:
     result = run(str(BIN / "mypy"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_runtime_import_is_a_declared_runtime_dependency() -> None:
+    # deptry: an import that only the dev extra or another package's dependencies provide would
+    # work here and crash in the image, which installs `dependencies` and the `stack` extra only.
+    result = run(str(BIN / "deptry"), "services")
     assert result.returncode == 0, result.stdout + result.stderr
