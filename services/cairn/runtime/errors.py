@@ -9,11 +9,31 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 
 import grpc
 
 from cairn.blobstore.errors import BlobStoreUnavailable
 from cairn.runtime.redis import is_unavailable as redis_unavailable
+
+# A lone UTF-16 surrogate: not a Unicode scalar value, so not encodable as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The longest error message sent: grpc-message and x-http-body travel as HTTP/2 headers, and an
+# over-long header list makes Envoy reset the stream (502/503) instead of passing the error on.
+MAX_MESSAGE_CHARS = 1000
+# How much of a client's input an error message quotes.
+QUOTE_CHARS = 64
+
+
+def safe_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` fit for a message: lone surrogates replaced (U+FFFD), at most `limit` chars."""
+    text = _SURROGATE.sub("\ufffd", text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A short, safe prefix of a client's input for an error message (`...` marks a cut)."""
+    return safe_text(value if isinstance(value, str) else repr(value), limit)
 
 
 class ErrorStyle(enum.Enum):
@@ -32,12 +52,13 @@ class ServiceError(Exception):
     grpc_code = grpc.StatusCode.INTERNAL
 
     def __init__(self, *messages: str) -> None:
-        super().__init__(*messages)
-        self.messages: tuple[str, ...] = messages or ("Internal server error",)
+        safe = tuple(safe_text(m) for m in messages)
+        super().__init__(*safe)
+        self.messages: tuple[str, ...] = safe or ("Internal server error",)
 
     @property
     def message(self) -> str:
-        return "; ".join(self.messages)
+        return safe_text("; ".join(self.messages))
 
     def rest_body(self, style: ErrorStyle) -> str:
         if style is ErrorStyle.LEDGER:

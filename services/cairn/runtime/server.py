@@ -17,7 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cairn.runtime.errors import ErrorStyle, ServiceError, as_unavailable
+from cairn.runtime.errors import (
+    ErrorStyle,
+    InvalidRequest,
+    ServiceError,
+    as_unavailable,
+    safe_text,
+)
 
 log = structlog.get_logger()
 
@@ -59,20 +65,72 @@ def _as_service_error(err: Exception) -> ServiceError:
     return ServiceError("Internal server error")
 
 
+def _passthrough(data: bytes) -> bytes:
+    """grpc's (de)serializer for the wrapped handlers: the interceptor converts messages itself."""
+    return data
+
+
+class UndecodableRequest(InvalidRequest):
+    """The request bytes are not a valid message of the method's type (e.g. a string field that
+    is not UTF-8, as Envoy's transcoder makes from a lone surrogate escape in JSON)."""
+
+    def __init__(self) -> None:
+        super().__init__("Invalid request: the message could not be decoded")
+
+
+def _decoder(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    if deserialize is None:
+        return _passthrough
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, or whatever a custom deserializer raises on bad bytes
+            raise UndecodableRequest() from None
+
+    return decode
+
+
 async def _abort(context: Context, err: ServiceError, style: ErrorStyle) -> None:
-    """End the call with the error's status and REST body (always raises AbortError)."""
-    await context.abort(
-        err.grpc_code,
-        err.message,
-        trailing_metadata=(
-            ("x-http-status", str(err.http_status)),
-            ("x-http-body", err.rest_body(style)),
-        ),
-    )
+    """End the call with the error's status and REST body; always raises AbortError.
+
+    grpc sends `details` as the grpc-message header: text it cannot encode (a lone surrogate
+    echoed from the request) would fail inside abort and leave the call open until the client's
+    deadline, so the message is made safe first, and a failure here still ends the call.
+    """
+    try:
+        await context.abort(
+            err.grpc_code,
+            safe_text(err.message),
+            trailing_metadata=(
+                ("x-http-status", str(err.http_status)),
+                ("x-http-body", err.rest_body(style)),
+            ),
+        )
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        log.exception("rpc_abort_failed")
+        internal = ServiceError()
+        await context.abort(
+            internal.grpc_code,
+            internal.message,
+            trailing_metadata=(
+                ("x-http-status", str(internal.http_status)),
+                ("x-http-body", internal.rest_body(style)),
+            ),
+        )
 
 
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
-    """Binds the request id for logs, maps ServiceError to a status and REST body, logs once."""
+    """Every call completes: the request id is bound for logs, a failure anywhere becomes a status.
+
+    The wrapped handler decodes the request and encodes the response itself, inside the same
+    `try` as the servicer, and hands grpc pass-through (de)serializers: an exception raised while
+    decoding (400) or encoding (500) a message then ends the call with the API family's error
+    like any other, instead of escaping into grpc, which would answer UNKNOWN with the
+    exception's text. Failures map through `_as_service_error`; each call is logged once.
+    """
 
     def __init__(self, style: ErrorStyle) -> None:
         self._style = style
@@ -87,13 +145,14 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
             return handler
         method = details.method
         style = self._style
+        decode = _decoder(handler.request_deserializer)
+        encode = handler.response_serializer or _passthrough
 
         def begin(context: Context) -> float:
             md = dict(context.invocation_metadata() or ())
             request_id = md.get("x-request-id", "")
             structlog.contextvars.bind_contextvars(rpc=method, request_id=request_id)
             return time.perf_counter()
-
 
         # Probes and reflection are frequent and uninteresting; log them only at debug level.
         quiet = method.startswith(("/grpc.health.", "/grpc.reflection."))
@@ -103,11 +162,24 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
             (log.debug if quiet else log.info)("rpc_finished", code=code, duration_ms=ms)
             structlog.contextvars.unbind_contextvars("rpc", "request_id")
 
-        def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def run(request: Any, context: Context) -> Any:
-                started, code = begin(context), "OK"
+        async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+            async for data in requests:
+                yield decode(data)
+
+        def unary_request(request: bytes) -> Any:
+            return decode(request)
+
+        def stream_request(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+            return decoded(requests)
+
+        def unary(
+            behavior: Callable[..., Awaitable[Any]], parse: Callable[[Any], Any]
+        ) -> Callable[..., Awaitable[bytes]]:
+            async def run(request: Any, context: Context) -> bytes:
+                started, code = time.perf_counter(), "OK"
                 try:
-                    return await behavior(request, context)
+                    started = begin(context)
+                    return bytes(encode(await behavior(parse(request), context)))
                 except grpc.aio.AbortError:  # the handler aborted by itself
                     code = "ABORTED_BY_HANDLER"
                     raise
@@ -115,17 +187,19 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     failure = _as_service_error(err)
                     code = failure.grpc_code.name
                     await _abort(context, failure, style)
+                    raise  # unreachable: _abort raises AbortError
                 finally:
                     finish(started, code)
 
             return run
 
-        def streaming(behavior: Any) -> Callable[..., Any]:
-            async def run(request: Any, context: Context) -> AsyncIterator[Any]:
-                started, code = begin(context), "OK"
+        def streaming(behavior: Any, parse: Callable[[Any], Any]) -> Callable[..., Any]:
+            async def run(request: Any, context: Context) -> AsyncIterator[bytes]:
+                started, code = time.perf_counter(), "OK"
                 try:
-                    async for item in behavior(request, context):
-                        yield item
+                    started = begin(context)
+                    async for item in behavior(parse(request), context):
+                        yield bytes(encode(item))
                 except grpc.aio.AbortError:
                     code = "ABORTED_BY_HANDLER"
                     raise
@@ -138,17 +212,22 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
 
             return run
 
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
+        kwargs = {"request_deserializer": _passthrough, "response_serializer": _passthrough}
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(
+                unary(handler.unary_unary, unary_request), **kwargs
+            )
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(
+                unary(handler.stream_unary, stream_request), **kwargs
+            )
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(
+                streaming(handler.unary_stream, unary_request), **kwargs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            streaming(handler.stream_stream, stream_request), **kwargs
+        )
 
 
 class FederatedHealth(AsyncHealthServicer):  # type: ignore[misc]
