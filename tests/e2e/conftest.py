@@ -88,12 +88,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             pytest.fail(f"stack did not start:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.2)
         banner = log_path.read_text(errors="replace")
-    redis_url = re.search(r"Redis\s+: (\S+)", banner)
+    shown_redis_url = re.search(r"Redis\s+: (\S+)", banner)
     token = (run_dir / "root-token").read_text().strip()
-    assert redis_url and token in banner
+    assert shown_redis_url and token in banner
+    # The banner never shows the embedded Redis's password; it is in run_dir, owner-only.
+    password = (run_dir / "redis-password").read_text().strip()
+    assert password not in banner
+    redis_url = shown_redis_url.group(1).replace(":***@", f":{password}@")
     running = RunningStack(
         process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{http_port}", token,
-        redis_url.group(1), run_dir, ports,
+        redis_url, run_dir, ports,
     )
     children = child_pids(process.pid)
     assert len(children) == 6, "redis, four services and envoy"

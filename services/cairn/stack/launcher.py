@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Mapping
@@ -85,13 +86,31 @@ def envoy_binary() -> str:
     return found
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only (created 0600, never briefly wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)  # an older file keeps its mode through O_CREAT; narrow it
+
+
 def _persistent_value(path: Path, make: str) -> str:
-    """A generated value kept across restarts (so the root token stays the same)."""
+    """A generated secret kept across restarts (so the root token stays the same), mode 0600."""
     if path.exists():
+        path.chmod(0o600)
         return path.read_text().strip()
-    path.write_text(make + "\n")
-    path.chmod(0o600)
+    write_secret(path, make + "\n")
     return make
+
+
+def redacted_url(url: str) -> str:
+    """A connection URL fit for a banner or a log: its password replaced by `***`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass
@@ -122,14 +141,18 @@ class Stack:
     def prepare(
         cls, base_env: Mapping[str, str], run_dir: Path, log_dir: Path | None = None
     ) -> Stack:
-        """Fill in generated settings (root token, internal secret) and write them under run_dir."""
+        """Fill in generated settings (root token, internal secret) and write them under run_dir.
+
+        run_dir is made private to its owner (0700): it holds secrets and the Redis data.
+        """
         run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.chmod(0o700)
         env = dict(base_env)
         env["CAIRN_RUN_DIR"] = str(run_dir)
         if not env.get("CAIRN_ROOT_TOKEN"):
             env["CAIRN_ROOT_TOKEN"] = _persistent_value(run_dir / "root-token", str(uuid.uuid4()))
         else:
-            (run_dir / "root-token").write_text(env["CAIRN_ROOT_TOKEN"] + "\n")
+            write_secret(run_dir / "root-token", env["CAIRN_ROOT_TOKEN"] + "\n")
         if not env.get("CAIRN_INTERNAL_SECRET"):
             env["CAIRN_INTERNAL_SECRET"] = _persistent_value(
                 run_dir / "internal-secret", secrets.token_hex(32)
@@ -141,7 +164,9 @@ class Stack:
             raise StackError("CAIRN_ROOT_TOKEN must be a UUID") from None
         return cls(settings, env, log_dir)
 
-    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Child:
+    def _spawn(
+        self, name: str, argv: list[str], env: Mapping[str, str] | None = None, umask: int = -1
+    ) -> Child:
         log = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +179,7 @@ class Stack:
             stderr=subprocess.STDOUT if log else None,
             cwd=REPO_ROOT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order.
+            umask=umask,
         )
         child = Child(name, process, log)
         self.children.append(child)
@@ -195,20 +221,29 @@ class Stack:
         return self
 
     def _start_redis(self) -> None:
+        """The embedded Redis: loopback only, a generated password, data readable by us only.
+
+        The password (kept in run_dir/redis-password) reaches Redis through a 0600 config file,
+        not argv (which every local user can read), and the services through CAIRN_REDIS_URL.
+        """
         if self.settings.redis_url:
             return
         port = int(self.env.get("CAIRN_REDIS_PORT") or free_port())
-        data = self.settings.run_dir / "redis"
+        run_dir = self.settings.run_dir
+        password = _persistent_value(run_dir / "redis-password", secrets.token_hex(32))
+        data = run_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        argv = [
-            redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
-            "--dir", str(data.resolve()), "--appendonly", "yes", "--save", "",
-            "--protected-mode", "yes", "--daemonize", "no",
-        ]
-        child = self._spawn("redis", argv)
-        self._wait(child, lambda: _redis_ping(port), "PING")
-        url = f"redis://127.0.0.1:{port}/0"
-        self.env["CAIRN_REDIS_URL"] = url
+        data.chmod(0o700)
+        config = run_dir / "redis.conf"
+        write_secret(config, "\n".join([
+            "bind 127.0.0.1", f"port {port}", f'dir "{data.resolve()}"',
+            "appendonly yes", 'save ""', "protected-mode yes", "daemonize no",
+            f"requirepass {password}", "",
+        ]))
+        # umask 077: the AOF and anything else Redis writes are 0600 too.
+        child = self._spawn("redis", [redis_server_binary(), str(config.resolve())], umask=0o077)
+        self._wait(child, lambda: _redis_ping(port, password), "PING")
+        self.env["CAIRN_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{port}/0"
         self.settings = Settings.from_env(self.env)
 
     def _start_service(self, service: str) -> None:
@@ -258,6 +293,11 @@ class Stack:
         """A child that died on its own, if any."""
         return next((c for c in self.children if c.process.poll() is not None), None)
 
+    def _redis_password_hint(self) -> str:
+        embedded = any(c.name == "redis" for c in self.children)
+        path = self.settings.run_dir / "redis-password"
+        return f"  (password in {path})" if embedded else ""
+
     def banner(self) -> str:
         s = self.settings
         direct = ", ".join(f"{n} {s.bind_host}:{s.grpc_port(n)}" for n in SERVICES)
@@ -268,16 +308,25 @@ class Stack:
             f"  gRPC (direct) : {direct}",
             f"  Ledger streams: ws://{s.bind_host}:{self.ledger_ws_port} (direct; also via Envoy)",
             f"  Root token    : {s.root_token}  (also in {s.run_dir / 'root-token'})",
-            f"  Redis         : {s.redis_url}",
+            f"  Redis         : {redacted_url(s.redis_url)}{self._redis_password_hint()}",
             f"  Envoy admin   : http://{s.bind_host}:{s.envoy_admin_port}",
         ])
 
 
-def _redis_ping(port: int) -> bool:
+def _redis_ping(port: int, password: str = "") -> bool:
+    """True when the Redis on `port` answers PING (after AUTH when it has a password)."""
+    auth = f"AUTH {password}\r\n".encode() if password else b""
+    expected = (b"+OK\r\n" if password else b"") + b"+PONG"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
+            conn.sendall(auth + b"PING\r\n")
+            reply = b""
+            while len(reply) < len(expected):
+                chunk = conn.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply.startswith(expected)
     except OSError:
         return False
 
