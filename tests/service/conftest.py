@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
+from cairn.auth.callers import LocalCallers
 from cairn.auth.ext_authz import ExtAuthzApi, GolemTokenAuthorizer
 from cairn.auth.grpc_api import AuthApi
 from cairn.auth.service import Authenticator
@@ -59,7 +60,9 @@ async def services(redis: aioredis.Redis) -> AsyncIterator[Services]:
     authn = Authenticator(store)
 
     def register_auth(server: grpc.aio.Server) -> None:
-        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(authn), server)
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthApi(authn, LocalCallers(authn, INTERNAL_SECRET)), server
+        )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             ExtAuthzApi(GolemTokenAuthorizer(authn), INTERNAL_SECRET), server
         )

@@ -58,12 +58,12 @@ async def internal(redis: aioredis.Redis) -> AsyncIterator[Internal]:
     root_token = str(uuid.uuid4())
     await store.bootstrap_root("root", "root@example.com", root_token)
     authn = Authenticator(store)
-    services = InternalServices(
-        AccountService(store, PLAN, "root"), UsageService(store, PLAN), LocalCallers(authn, SECRET)
-    )
+    services = InternalServices(AccountService(store, PLAN, "root"), UsageService(store, PLAN))
 
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_AuthServiceServicer_to_server(AuthApi(authn, services), server)
+        pb_grpc.add_AuthServiceServicer_to_server(
+            AuthApi(authn, LocalCallers(authn, SECRET), services), server
+        )
 
     server = await start_server(register=register, services=["cairn.auth.v1.AuthService"],
                                 style=ErrorStyle.GOLEM)
@@ -198,11 +198,28 @@ async def test_authenticate_refuses_expired_and_unknown_tokens(internal: Interna
     await internal.store.add_token(account, expired, "2000-01-01T00:00:00Z")
     live = str(uuid.uuid4())
     token = await internal.store.add_token(account, live, FAR_FUTURE)
-    reply = await internal.stub.Authenticate(pb.AuthenticateRequest(token_secret=live))
+    reply = await internal.stub.Authenticate(pb.AuthenticateRequest(token_secret=live),
+                                             metadata=SERVICE)
     assert (reply.principal.account_id, reply.principal.token_id) == (account, token.id)
     for secret, message in ((expired, "Invalid Token: Expired auth token."),
                             (str(uuid.uuid4()), "Invalid Token: Unknown token secret.")):
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await internal.stub.Authenticate(pb.AuthenticateRequest(token_secret=secret))
+            await internal.stub.Authenticate(pb.AuthenticateRequest(token_secret=secret),
+                                             metadata=SERVICE)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert err.value.details() == message
+
+
+async def test_authenticate_is_no_token_oracle_for_callers_without_the_internal_credential(
+    internal: Internal,
+) -> None:
+    """Whoever reaches the auth port without a service assertion learns nothing about a token."""
+    forged = as_caller(Principal("component-service-caller"), "not-the-internal-secret")
+    bearer = (("authorization", f"Bearer {internal.root_token}"),)
+    for metadata in ((), forged, bearer):
+        for secret in (internal.root_token, str(uuid.uuid4())):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await internal.stub.Authenticate(pb.AuthenticateRequest(token_secret=secret),
+                                                 metadata=metadata)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert err.value.details() == "This method is only for Cairn services"

@@ -72,11 +72,12 @@ async def stack(redis: aioredis.Redis) -> AsyncIterator[Stack]:
     await store.bootstrap_root("root", "root@example.com", str(uuid.uuid4()))
     authn = Authenticator(store)
     plan = Plan(project_limit=2)
-    internal = InternalServices(AccountService(store, plan, "root"), UsageService(store, plan),
-                                LocalCallers(authn, SECRET))
+    internal = InternalServices(AccountService(store, plan, "root"), UsageService(store, plan))
 
     def register_auth(server: grpc.aio.Server) -> None:
-        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthApi(authn, internal), server)
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthApi(authn, LocalCallers(authn, SECRET), internal), server
+        )
 
     auth = await start_server(register=register_auth, services=["cairn.auth.v1.AuthService"],
                               style=ErrorStyle.GOLEM)

@@ -57,7 +57,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
 
     def register(server: grpc.aio.Server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthApi(authenticator, InternalServices(accounts, usage, callers)), server
+            AuthApi(authenticator, callers, InternalServices(accounts, usage)), server
         )
         account_service_pb2_grpc.add_AccountServiceServicer_to_server(
             AccountApi(accounts, callers), server

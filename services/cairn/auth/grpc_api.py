@@ -75,26 +75,37 @@ class InternalServices:
 
     accounts: AccountService
     usage: UsageService
-    callers: LocalCallers
 
 
 class AuthApi(auth_grpc.AuthServiceServicer):
+    """Service-to-service only: every method requires a signed service (or Envoy) assertion.
+
+    Unguarded, Authenticate would tell anyone who reaches the auth port whether a token secret
+    is valid (an oracle for guessing); through Envoy a caller gets here only after ext_authz
+    authenticated its own token.
+    """
+
     def __init__(
-        self, authenticator: Authenticator, internal: InternalServices | None = None
+        self,
+        authenticator: Authenticator,
+        callers: LocalCallers,
+        internal: InternalServices | None = None,
     ) -> None:
         """`internal` None: only Authenticate is served (an ext_authz-only deployment)."""
         self._authn = authenticator
+        self._callers = callers
         self._internal = internal
 
     def _services(self, context: Context) -> InternalServices:
         if self._internal is None:
             raise Unavailable("This auth server does not serve account lookups or usage")
-        self._internal.callers.require_service(context)
+        self._callers.require_service(context)
         return self._internal
 
     async def Authenticate(
         self, request: auth_pb.AuthenticateRequest, context: Context
     ) -> auth_pb.AuthenticateResponse:
+        self._callers.require_service(context)
         p = await self._authn.authenticate(request.token_secret)
         return auth_pb.AuthenticateResponse(
             principal=auth_pb.Principal(

@@ -51,7 +51,9 @@ class CallerResolver:
             raise Unauthenticated(UNAUTHORIZED)
         try:
             reply = await self._auth().Authenticate(
-                auth_service_pb2.AuthenticateRequest(token_secret=secret), timeout=5
+                auth_service_pb2.AuthenticateRequest(token_secret=secret),
+                metadata=as_caller(principals.SERVICE, self._secret),
+                timeout=5,
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED:

@@ -31,6 +31,11 @@ class Principal:
         return "Admin" in self.roles
 
 
+# Who a Cairn service is when it calls another on nobody's behalf (e.g. to authenticate a token
+# it was given). Not an account: it holds no roles and owns nothing.
+SERVICE = Principal("cairn-service")
+
+
 def _mac(secret: str, payload: bytes) -> str:
     return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
 
