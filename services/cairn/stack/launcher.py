@@ -15,7 +15,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -128,6 +128,9 @@ class Stack:
     env: dict[str, str]
     log_dir: Path | None = None  # None: children write to this process's stdout/stderr
     children: list[Child] = field(default_factory=list)
+    # Edits the rendered Envoy config before Envoy starts; only the benchmark harness
+    # (tests/bench/harness) sets it, to add its floor routes. None: the config as rendered.
+    edit_envoy_config: Callable[[str], str] | None = None
 
     @property
     def rest_url(self) -> str:
@@ -264,7 +267,10 @@ class Stack:
             ledger_ws=(s.bind_host, self.ledger_ws_port),
         )
         config = s.run_dir / "envoy.yaml"
-        config.write_text(render(layout))
+        rendered = render(layout)
+        if self.edit_envoy_config is not None:
+            rendered = self.edit_envoy_config(rendered)
+        config.write_text(rendered)
         argv = [
             envoy_binary(), "-c", str(config.resolve()), "--disable-hot-restart",
             "--concurrency", self.env.get("CAIRN_ENVOY_CONCURRENCY", "2"),
