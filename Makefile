@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := build/.proto-stamp
 
-.PHONY: help setup proto run test test-fast bench lint typecheck check clean
+.PHONY: help setup proto run test test-fast bench bench-tools bench-micro lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,7 +35,23 @@ test: proto ## run the whole test suite (unit, service, integration and end-to-e
 test-fast: proto ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -m 'not e2e and not bench'
 
-bench: proto ## run the benchmarks and print their numbers
+BENCH_STAMP := $(VENV)/.bench-installed
+# root installs directly (containers, CI); anyone else through sudo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench-tools: ## the load generators (Debian's wrk and nghttp2-client), installed if missing
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk nghttp2-client >/dev/null; }
+
+bench: proto bench-tools $(BENCH_STAMP) ## start the stack, load it, write docs/benchmarks/report.{md,json}
+	$(PY) -m tests.bench.harness
+
+bench-micro: proto ## in-process benchmarks of single parts (engine, WASM, blob store, streams)
 	$(PY) -m pytest -m bench -s -p no:randomly
 
 lint: $(STAMP) ## ruff
