@@ -60,7 +60,7 @@ async def start(redis: aioredis.Redis, redis_url: str, tmp_path: Path, shared_fi
 
 
 async def create_iou(ledger: LedgerService) -> None:
-    await ledger.create(LedgerTokenPolicy().verify(ALICE), "Iou:Iou", IOU, None)
+    await ledger.create(await LedgerTokenPolicy().verify(ALICE), "Iou:Iou", IOU, None)
 
 
 async def _until_offset(ws: ClientConnection) -> None:

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +61,10 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    run_dir = tmp_path_factory.mktemp("stack")
+@contextmanager
+def running_stack(run_dir: Path, extra_env: Mapping[str, str] | None = None
+                  ) -> Iterator[RunningStack]:
+    """`python -m cairn.stack` on free ports under `run_dir`; stopped (and checked) on exit."""
     ports = {name: free_port() for name in ("project", "component", "auth", "ledger")}
     http_port, admin_port = free_port(), free_port()
     env = {
@@ -74,6 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     }
     env.pop("CAIRN_ROOT_TOKEN", None)
     env.pop("CAIRN_REDIS_URL", None)
+    env.update(extra_env or {})
     log_path = run_dir / "stack.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -101,7 +104,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     )
     children = child_pids(process.pid)
     assert len(children) == 6, "redis, four services and envoy"
-    yield running
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0, log_path.read_text()[-4000:]
+    try:
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0, log_path.read_text()[-4000:]
     assert not [pid for pid in children if alive(pid)], "SIGTERM must stop every child"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running

@@ -50,7 +50,7 @@ class LedgerCallers:
         self._policy = policy
         self._secret = internal_secret
 
-    def resolve(self, context: Context) -> LedgerClaims:
+    async def resolve(self, context: Context) -> LedgerClaims:
         metadata = dict(context.invocation_metadata() or ())
         assertion = metadata.get(CLAIMS_HEADER)
         if isinstance(assertion, str):
@@ -59,7 +59,7 @@ class LedgerCallers:
                 return trusted
         authorization = metadata.get("authorization")
         token = bearer_secret(authorization) if isinstance(authorization, str) else ""
-        return self._policy.verify(token)
+        return await self._policy.verify(token)
 
 
 # ---------------------------------------------------------------------- JSON helpers
@@ -195,7 +195,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     # ------------------------------------------------------------------ commands
     async def Create(self, request: pb.CreateRequest, context: Context) -> pb.CreateResponse:
-        claims = self._callers.resolve(context)
+        claims = await self._callers.resolve(context)
         if is_rest(context):
             body = json_object(request.rest, "a create command")
             if "templateId" not in body or "payload" not in body:
@@ -218,7 +218,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     async def Exercise(self, request: pb.ExerciseRequest,
                        context: Context) -> pb.ExerciseResponse:
-        claims = self._callers.resolve(context)
+        claims = await self._callers.resolve(context)
         if is_rest(context):
             body = json_object(request.rest, "an exercise command")
             _required(body, "an exercise command", "templateId", "choice", "argument")
@@ -249,7 +249,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     async def CreateAndExercise(self, request: pb.CreateAndExerciseRequest,
                                 context: Context) -> pb.ExerciseResponse:
-        claims = self._callers.resolve(context)
+        claims = await self._callers.resolve(context)
         if is_rest(context):
             body = json_object(request.rest, "a create-and-exercise command")
             _required(body, "a create-and-exercise command",
@@ -268,7 +268,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     # ------------------------------------------------------------------ reads
     async def Fetch(self, request: pb.FetchRequest, context: Context) -> pb.FetchResponse:
-        claims = self._callers.resolve(context)
+        claims = await self._callers.resolve(context)
         if is_rest(context):
             body = json_object(request.rest, "a fetch request")
             contract_id: object = body.get("contractId")
@@ -314,7 +314,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
         return dataclasses.replace(claims, act_as=(), read_as=tuple(readers))
 
     async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
-        claims = self._callers.resolve(context)
+        claims = await self._callers.resolve(context)
         if is_rest(context):
             body = json_object(request.rest, "a query")
             extra = sorted(set(body) - _QUERY_FIELDS)
@@ -346,7 +346,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
                                 unknown_template_ids=result.unknown_template_ids)
 
     async def QueryAll(self, request: pb.QueryAllRequest, context: Context) -> pb.QueryResponse:
-        contracts = await self._ledger.query_all(self._callers.resolve(context))
+        contracts = await self._ledger.query_all(await self._callers.resolve(context))
         if is_rest(context):
             return pb.QueryResponse(rest=envelope([c.to_json() for c in contracts]))
         return pb.QueryResponse(contracts=[contract_to_pb(c) for c in contracts])
@@ -354,7 +354,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
     # ------------------------------------------------------------------ parties
     async def ListParties(self, request: pb.ListPartiesRequest,
                           context: Context) -> pb.PartiesResponse:
-        self._callers.resolve(context)
+        await self._callers.resolve(context)
         parties = await self._ledger.parties()
         if is_rest(context):
             return pb.PartiesResponse(rest=envelope([p.to_json() for p in parties]))
@@ -362,7 +362,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     async def GetParties(self, request: pb.GetPartiesRequest,
                          context: Context) -> pb.PartiesResponse:
-        self._callers.resolve(context)
+        await self._callers.resolve(context)
         if is_rest(context):
             identifiers = parse_json(request.rest)
             if not isinstance(identifiers, list):
@@ -380,7 +380,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     async def AllocateParty(self, request: pb.AllocatePartyRequest,
                             context: Context) -> pb.AllocatePartyResponse:
-        self._callers.resolve(context)
+        await self._callers.resolve(context)
         if is_rest(context):
             body = json_object(request.rest, "an allocate party request")
             hint = _optional_text(body, "identifierHint")
@@ -396,7 +396,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
     # ------------------------------------------------------------------ packages
     async def UploadDarFile(self, request: pb.UploadDarFileRequest,
                             context: Context) -> pb.UploadDarFileResponse:
-        self._callers.resolve(context)
+        await self._callers.resolve(context)
         rest = is_rest(context)
         dar = await self._ledger.upload_dar(request.rest.data if rest else request.dar_file)
         if rest:
@@ -406,7 +406,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     async def ListPackages(self, request: pb.ListPackagesRequest,
                            context: Context) -> pb.ListPackagesResponse:
-        self._callers.resolve(context)
+        await self._callers.resolve(context)
         ids = await self._ledger.package_ids()
         if is_rest(context):
             return pb.ListPackagesResponse(rest=envelope(ids))
@@ -414,7 +414,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
 
     async def GetPackage(self, request: pb.GetPackageRequest,
                          context: Context) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        self._callers.resolve(context)
+        await self._callers.resolve(context)
         reader = await self._ledger.open_dalf(request.package_id)
         async with reader:
             async for chunk in reader:

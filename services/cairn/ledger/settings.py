@@ -3,9 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | `CAIRN_LEDGER_ID` | `MyLedger` | the ledger id tokens must name (when they name one) |
-| `CAIRN_LEDGER_AUTH` | `sandbox` | `sandbox` (decode tokens), `hs256` or `rs256` (verify them) |
-| `CAIRN_LEDGER_JWT_SECRET` | | the HS256 secret |
-| `CAIRN_LEDGER_JWT_PUBLIC_KEY` | | the RS256 public key: PEM text or a path to a PEM file |
+| `CAIRN_LEDGER_AUTH`, `_JWT_*`, `_JWKS_*` | `sandbox` | token checks (`cairn.auth.ledger_jwt`) |
 | `CAIRN_BLOB_DIR` | `<CAIRN_RUN_DIR>/blobs` | blob directory (when no `CAIRN_S3_ENDPOINT` is set) |
 | `CAIRN_LEDGER_MAX_DAR_BYTES` | `67108864` | largest DAR accepted by `POST /v1/packages` |
 """

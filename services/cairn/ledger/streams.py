@@ -579,22 +579,23 @@ class StreamServer:
             await self._server.wait_closed()
 
     # ------------------------------------------------------------------ the upgrade
-    def _claims(self, request: Request) -> LedgerClaims:
+    async def _claims(self, request: Request) -> LedgerClaims:
         offered = [p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol")
                    for p in value.split(",")]
         tokens = [p[len(TOKEN_PREFIX):] for p in offered if p.startswith(TOKEN_PREFIX)]
         if AUTH_SUBPROTOCOL not in offered or not tokens or not tokens[0]:
             raise Unauthenticated(MISSING_SUBPROTOCOL)
-        claims = self._policy.verify(tokens[0])
+        claims = await self._policy.verify(tokens[0])
         require_readers(claims)
         return claims
 
-    def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_upgrade(self, connection: ServerConnection, request: Request
+                             ) -> Response | None:
         path = request.path.split("?", 1)[0]
         try:
             if path not in (QUERY_PATH, FETCH_PATH):
                 raise NotFound(f"GET, uri: {request.path}")
-            self._claims(request)
+            await self._claims(request)
         except ServiceError as err:
             response = connection.respond(HTTPStatus(err.http_status), error_frame(err))
             del response.headers["Content-Type"]
@@ -610,7 +611,7 @@ class StreamServer:
         request_id = request.headers.get("x-request-id", "")
         logger = log.bind(stream=path, request_id=request_id)
         try:
-            claims = self._claims(request)
+            claims = await self._claims(request)
             stream = await self._read_request(ws, path, claims)
         except ServiceError as err:
             await _send_and_close(ws, error_frame(err), CLOSE_NORMAL)
