@@ -9,6 +9,9 @@ Rules (Golem's, see docs/auth.md):
 * PROJECT(action): owner and admin all actions, a grantee the actions of its grant's policy;
   otherwise 401 "Action `X` is not allowed on project `P`" (or, for plain views, "Access to
   project `P` is not allowed").
+* OWNER(what): the project's owner and admins (what no Dec 2024 project action grants); a grantee
+  with any action gets 401 "Only the owner of project `P` or an admin may <what>", anyone else
+  "Access to project `P` is not allowed".
 * ACCOUNT: the account itself or an admin; otherwise 401 "Access to account `A` is not allowed".
 * ADMIN: admins only; otherwise 401 "Action is only allowed for [Admin]".
 * SELF: any authenticated caller, on its own data.
@@ -56,6 +59,7 @@ CALLERS = tuple(Caller)
 
 class Rule(enum.Enum):
     PROJECT = "project"
+    OWNER = "owner"
     ACCOUNT = "account"
     ADMIN = "admin"
     SELF = "self"
@@ -190,6 +194,11 @@ def build_world(stack: RunningStack, client: httpx.Client, action: ProjectAction
         made = client.post("/v1/components", headers=owner, **component_form("shared-c", pid, wasm))
         assert made.status_code == 200, made.text
         world.component, world.wasm = made.json(), wasm
+        # The plugin the "install plugin" row installs, registered by the project's owner.
+        post("/v1/plugins", {
+            "name": "p", "version": "1", "description": "", "icon": [], "homepage": "",
+            "specs": {"type": "ComponentTransformer", "validateUrl": "v", "transformUrl": "t"},
+            "scope": {"type": "Global"}}, owner)
     return world
 
 
@@ -221,6 +230,8 @@ class Row:
     needs_component: bool = False
     # Extra httpx arguments (e.g. multipart `data`/`files`), made per world.
     request: Callable[[World], dict[str, Any]] | None = None
+    # Rule.OWNER: what only the owner may do, as the denial words it.
+    owner_only: str = ""
 
 
 def body_is(expected: Callable[[World, Caller], Any]) -> Check:
@@ -414,8 +425,8 @@ ROWS: tuple[Row, ...] = (
         body_is(lambda w, c: w.project_json())),
     Row("project actions", "GET", lambda w: f"/v1/projects/{w.project_id}/actions",
         Rule.PROJECT, check_actions),
-    Row("delete project", "DELETE", lambda w: f"/v1/projects/{w.project_id}", Rule.PROJECT,
-        empty_object, action=P.DELETE_PROJECT, destructive=True),
+    Row("delete project", "DELETE", lambda w: f"/v1/projects/{w.project_id}", Rule.OWNER,
+        empty_object, destructive=True, owner_only="delete it"),
     # --- Project grant API
     Row("list grants", "GET", lambda w: f"/v1/projects/{w.project_id}/grants", Rule.PROJECT,
         body_is(lambda w, c: w.grants_json()), action=P.VIEW_PROJECT_GRANTS),
@@ -511,10 +522,10 @@ ROWS: tuple[Row, ...] = (
                                                    "application/octet-stream")}}),
     Row("list plugin installations", "GET",
         lambda w: f"/v1/components/{w.component_id}/versions/0/plugins/installs", Rule.PROJECT,
-        check_no_plugins, action=P.VIEW_PLUGIN_INSTALLATIONS, needs_component=True),
+        check_no_plugins, action=P.VIEW_COMPONENT, needs_component=True),
     Row("install plugin", "POST",
         lambda w: f"/v1/components/{w.component_id}/latest/plugins/installs", Rule.PROJECT,
-        check_new_installation, action=P.CREATE_PLUGIN_INSTALLATION, needs_component=True,
+        check_new_installation, action=P.UPDATE_COMPONENT, needs_component=True,
         destructive=True,
         body=lambda w, c: {"name": "p", "version": "1", "priority": 1, "parameters": {}}),
 )
@@ -541,6 +552,11 @@ def expected_denial(row: Row, world: World, caller: Caller) -> tuple[int, str] |
         if caller is Caller.GRANTEE_WITH:
             return None
         return 404, exact({"error": f"Project policy not found: {world.policy_with_id}"})
+    if row.rule is Rule.OWNER:
+        if world.sees_shared_project(caller):
+            message = f"Only the owner of project `{pid}` or an admin may {row.owner_only}"
+            return 401, exact({"error": message})
+        return 401, exact({"error": f"Access to project `{pid}` is not allowed"})
     assert row.rule is Rule.PROJECT
     if caller is Caller.GRANTEE_WITH:
         return None

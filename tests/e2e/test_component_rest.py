@@ -176,6 +176,11 @@ def test_plugin_installation_paths(root: httpx.Client, wasm_dir: Path) -> None:
     created = assert_json(create(root, "plugged", (wasm_dir / CART).read_bytes(),
                                  project_id=project))
     base = f"/v1/components/{created['versionedComponentId']['componentId']}"
+    assert_json(root.post("/v1/plugins", json={
+        "name": "otlp-exporter", "version": "0.1.0", "description": "OTLP", "icon": [1, 2],
+        "homepage": "https://example.com", "scope": {"type": "Project", "projectId": project},
+        "specs": {"type": "OplogProcessor", "componentId": str(uuid.uuid4()),
+                  "componentVersion": 0}}))
     installation = assert_json(root.post(f"{base}/latest/plugins/installs", json={
         "name": "otlp-exporter", "version": "0.1.0", "priority": 7,
         "parameters": {"endpoint": "http://collector"},

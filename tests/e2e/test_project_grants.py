@@ -125,7 +125,8 @@ def test_grant_lifecycle_gives_and_takes_access(stack: RunningStack, root: httpx
         # ... and nothing more.
         denied = grantee.delete(f"/v1/projects/{pid}")
         assert (denied.status_code, denied.text) == (
-            401, exact({"error": f"Action `DeleteProject` is not allowed on project `{pid}`"})
+            401,
+            exact({"error": f"Only the owner of project `{pid}` or an admin may delete it"}),
         )
         denied = grantee.delete(f"/v1/projects/{pid}/grants/{grant_id}")
         assert denied.json() == {

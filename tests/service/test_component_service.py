@@ -45,8 +45,12 @@ from cairn.component.v1 import template_service_pb2 as template_pb
 from cairn.component.v1 import template_service_pb2_grpc as template_grpc
 from cairn.component.wasm import analyse_component, metadata_to_json
 from cairn.project.grpc_api import ProjectApi
+from cairn.project.plugin_api import PluginApi
+from cairn.project.plugins import PluginService
 from cairn.project.service import ProjectService
 from cairn.project.store import ProjectStore
+from cairn.project.v1 import plugin_service_pb2 as plugin_pb
+from cairn.project.v1 import plugin_service_pb2_grpc as plugin_grpc
 from cairn.project.v1 import project_service_pb2 as project_pb
 from cairn.project.v1 import project_service_pb2_grpc as project_grpc
 from cairn.runtime.callers import CallerResolver, as_caller
@@ -113,10 +117,17 @@ async def running_env(
     """The project and component services on real sockets, storing blobs in `blobs`."""
     # Nobody listens on the auth address: every caller here presents a signed principal.
     callers = CallerResolver(SECRET, "127.0.0.1:9")
-    project_api = ProjectApi(ProjectService(ProjectStore(redis)), callers)
+    projects = ProjectService(ProjectStore(redis))
+    project_api = ProjectApi(projects, callers)
+    plugin_api = PluginApi(PluginService(ProjectStore(redis), projects), callers)
+
+    def register_project(server: grpc.aio.Server) -> None:
+        project_grpc.add_ProjectServiceServicer_to_server(project_api, server)
+        plugin_grpc.add_PluginServiceServicer_to_server(plugin_api, server)
+
     project = await start_server(
-        register=lambda s: project_grpc.add_ProjectServiceServicer_to_server(project_api, s),
-        services=["cairn.project.v1.ProjectService"],
+        register=register_project,
+        services=["cairn.project.v1.ProjectService", "cairn.project.v1.PluginService"],
         style=ErrorStyle.GOLEM,
     )
     spool_dir = tmp_path / "spool"
@@ -584,9 +595,49 @@ async def test_only_the_projects_owner_gets_access(env: Env) -> None:
     assert reply.component.component_id == created.component_id
 
 
+async def register_plugin(env: Env, owner: Principal, name: str, version: str,
+                          scope: dict[str, str] | None = None) -> None:
+    definition = {"name": name, "version": version, "description": "d", "icon": [],
+                  "homepage": "h", "scope": scope or {"type": "Global"},
+                  "specs": {"type": "ComponentTransformer", "validateUrl": "v",
+                            "transformUrl": "t"}}
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{env.project.port}")
+    async with channel:
+        await plugin_grpc.PluginServiceStub(channel).CreatePlugin(
+            plugin_pb.CreatePluginRequest(rest=httpbody_pb2.HttpBody(
+                content_type="application/json", data=json.dumps(definition).encode())),
+            metadata=rest_md(owner),
+        )
+
+
+async def test_installations_refer_to_plugins_the_owner_registered(env: Env) -> None:
+    created = await create_cart(env)
+    stub = env.components()
+
+    def install(name: str) -> Any:
+        return rest_error(stub.InstallPlugin(pb.InstallPluginRequest(
+            component_id=created.component_id, name=name, version="1", priority=1),
+            metadata=rest_md()))
+
+    assert await install("unknown") == (404, {"error": "Plugin not found: unknown@1"})
+    await register_plugin(env, BOB, "bobs", "1")  # another account's plugin is not the owner's
+    assert await install("bobs") == (404, {"error": "Plugin not found: bobs@1"})
+    other = str(uuid.uuid4())
+    await register_plugin(env, ALICE, "elsewhere", "1", {"type": "Component", "componentId": other})
+    assert await install("elsewhere") == (401, {
+        "error": f"Plugin elsewhere@1 not available for component {created.component_id}"})
+    await register_plugin(env, ALICE, "here", "1",
+                          {"type": "Component", "componentId": created.component_id})
+    installed = await stub.InstallPlugin(pb.InstallPluginRequest(
+        component_id=created.component_id, name="here", version="1", priority=1),
+        metadata=rest_md())
+    assert json.loads(installed.rest.data)["name"] == "here"
+
+
 async def test_plugin_changes_each_create_a_version(env: Env) -> None:
     created = await create_cart(env)
     stub = env.components()
+    await register_plugin(env, ALICE, "otlp", "1.0")
     installed = await stub.InstallPlugin(
         pb.InstallPluginRequest(component_id=created.component_id, name="otlp", version="1.0",
                                 priority=5, parameters={"endpoint": "x"}),

@@ -193,7 +193,7 @@ async def test_owner_has_every_action(services: Services) -> None:
     typed = await s.GetProjectActions(
         pb.GetProjectActionsRequest(project_id=project_id), metadata=bearer(secret)
     )
-    assert len(typed.actions) == 20 and typed.actions[0] == pb.PROJECT_ACTION_VIEW_COMPONENT
+    assert len(typed.actions) == 15 and typed.actions[0] == pb.PROJECT_ACTION_VIEW_COMPONENT
     as_rest = await s.GetProjectActions(
         pb.GetProjectActionsRequest(project_id=project_id), metadata=rest(secret)
     )

@@ -12,6 +12,8 @@ import grpc
 
 from cairn.auth.v1 import auth_service_pb2 as auth_pb
 from cairn.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from cairn.project.v1 import plugin_service_pb2 as plugin_pb
+from cairn.project.v1 import plugin_service_pb2_grpc as plugin_grpc
 from cairn.project.v1 import project_service_pb2 as project_pb
 from cairn.project.v1 import project_service_pb2_grpc as project_grpc
 from cairn.runtime.callers import as_caller
@@ -27,13 +29,12 @@ from cairn.runtime.errors import (
 from cairn.runtime.principal import Principal
 
 # The project actions component operations need (proto enum values of cairn.project.v1).
+# Plugin installations are component changes, as in Golem's Dec 2024 component service (the
+# ProjectAction enum of that version has no plugin actions): viewing them needs ViewComponent,
+# changing them UpdateComponent.
 VIEW_COMPONENT = project_pb.PROJECT_ACTION_VIEW_COMPONENT
 CREATE_COMPONENT = project_pb.PROJECT_ACTION_CREATE_COMPONENT
 UPDATE_COMPONENT = project_pb.PROJECT_ACTION_UPDATE_COMPONENT
-VIEW_PLUGIN_INSTALLATIONS = project_pb.PROJECT_ACTION_VIEW_PLUGIN_INSTALLATIONS
-CREATE_PLUGIN_INSTALLATION = project_pb.PROJECT_ACTION_CREATE_PLUGIN_INSTALLATION
-UPDATE_PLUGIN_INSTALLATION = project_pb.PROJECT_ACTION_UPDATE_PLUGIN_INSTALLATION
-DELETE_PLUGIN_INSTALLATION = project_pb.PROJECT_ACTION_DELETE_PLUGIN_INSTALLATION
 
 _TIMEOUT_SECONDS = 5.0
 
@@ -59,12 +60,15 @@ class ProjectGateway:
     def __init__(self, project_address: str, internal_secret: str) -> None:
         self._address = project_address
         self._secret = internal_secret
-        self._stub: project_grpc.ProjectServiceAsyncStub | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._address)
+        return self._channel
 
     def _projects(self) -> project_grpc.ProjectServiceAsyncStub:
-        if self._stub is None:
-            self._stub = project_grpc.ProjectServiceStub(grpc.aio.insecure_channel(self._address))
-        return self._stub
+        return project_grpc.ProjectServiceStub(self._open())
 
     async def default_project_id(self, caller: Principal) -> str:
         try:
@@ -92,6 +96,22 @@ class ProjectGateway:
         except grpc.aio.AioRpcError as err:
             raise _as_service_error(err) from None
         return reply.project_owner_account_id
+
+    async def authorize_plugin_installation(
+        self, caller: Principal, project_id: str, component_id: str, name: str, version: str
+    ) -> None:
+        """UpdateComponent on the project, and `name@version` registered by the project's owner
+        in a scope covering the component; else the project service's 401/404 error."""
+        try:
+            await plugin_grpc.PluginServiceStub(self._open()).AuthorizeComponentPluginInstallation(
+                plugin_pb.AuthorizeComponentPluginInstallationRequest(
+                    project_id=project_id, component_id=component_id, name=name, version=version
+                ),
+                metadata=as_caller(caller, self._secret),
+                timeout=_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _as_service_error(err) from None
 
 
 class UsageLedger:

@@ -54,6 +54,30 @@ class InitialFile:
         return cls(str(data["key"]), str(data["path"]), data["permissions"])
 
 
+def parse_installation_id(raw: str) -> str:
+    """The canonical form of a plugin installation id, or a 400 naming the bad value."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise InvalidRequest(f"Invalid plugin installation id: {raw!r} is not a UUID") from None
+
+
+def installation_problems(name: str | None, version: str | None, priority: int | None) -> list[str]:
+    """What is wrong with a PluginInstallationCreation's fields (all three are required)."""
+    problems = [
+        f"Missing field: {label}"
+        for label, value in (("name", name), ("version", version), ("priority", priority))
+        if value is None
+    ]
+    if name is not None and not name.strip():
+        problems.append("Plugin name must not be empty")
+    if version is not None and not version.strip():
+        problems.append("Plugin version must not be empty")
+    if priority is not None and not INT32_MIN <= priority <= INT32_MAX:
+        problems.append("Plugin priority must be a 32-bit signed integer")
+    return problems
+
+
 @dataclass(frozen=True, slots=True)
 class PluginInstallation:
     """A plugin installed on a component version (Dec 2024 shape)."""

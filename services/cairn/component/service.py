@@ -30,14 +30,14 @@ from cairn.blobstore import BlobReader, BlobStore, BlobStoreError, BlobTooLarge
 from cairn.component import access
 from cairn.component.access import ProjectGateway, UsageLedger
 from cairn.component.model import (
-    INT32_MAX,
-    INT32_MIN,
     ComponentType,
     ComponentVersion,
     FilePermissions,
     InitialFile,
     PluginInstallation,
+    installation_problems,
     parse_component_id,
+    parse_installation_id,
 )
 from cairn.component.store import ComponentGone, ComponentStore, VersionConflict
 from cairn.component.uploads import InitialFilesArchive, UploadError
@@ -435,7 +435,7 @@ class ComponentService:
         self, caller: Principal, component_id: str, version: int | None
     ) -> tuple[PluginInstallation, ...]:
         found = await self.version(
-            caller, component_id, version, access.VIEW_PLUGIN_INSTALLATIONS
+            caller, component_id, version, access.VIEW_COMPONENT
         )
         return found.installed_plugins
 
@@ -449,21 +449,16 @@ class ComponentService:
         priority: int | None,
         parameters: Mapping[str, str],
     ) -> PluginInstallation:
-        problems = [
-            f"Missing field: {label}"
-            for label, value in (("name", name), ("version", version), ("priority", priority))
-            if value is None
-        ]
-        if name is not None and not name.strip():
-            problems.append("Plugin name must not be empty")
-        if version is not None and not version.strip():
-            problems.append("Plugin version must not be empty")
-        problems.extend(_priority_problems(priority))
+        problems = installation_problems(name, version, priority)
         if problems:
             raise InvalidRequest(*problems)
         assert name is not None and version is not None and priority is not None
-        latest = await self._latest_authorized(
-            caller, component_id, access.CREATE_PLUGIN_INSTALLATION
+        latest = await self._store.latest(parse_component_id(component_id))
+        if latest is None:
+            raise NotFound(COMPONENT_NOT_FOUND)
+        # UpdateComponent, and a plugin the project's owner registered for this component.
+        await self._projects.authorize_plugin_installation(
+            caller, latest.project_id, latest.component_id, name, version
         )
         installation = PluginInstallation(
             str(uuid.uuid4()), name, version, priority, dict(parameters)
@@ -487,15 +482,14 @@ class ComponentService:
         priority: int | None,
         parameters: Mapping[str, str],
     ) -> None:
-        problems = ["Missing field: priority"] if priority is None else []
-        problems.extend(_priority_problems(priority))
+        problems = installation_problems("-", "-", priority)
         if problems:
             raise InvalidRequest(*problems)
         assert priority is not None
         latest = await self._latest_authorized(
-            caller, component_id, access.UPDATE_PLUGIN_INSTALLATION
+            caller, component_id, access.UPDATE_COMPONENT
         )
-        wanted = _installation_id(installation_id)
+        wanted = parse_installation_id(installation_id)
 
         def change(previous: ComponentVersion) -> ComponentVersion:
             plugins = _require_installation(previous, wanted)
@@ -513,9 +507,9 @@ class ComponentService:
         self, caller: Principal, component_id: str, installation_id: str
     ) -> None:
         latest = await self._latest_authorized(
-            caller, component_id, access.DELETE_PLUGIN_INSTALLATION
+            caller, component_id, access.UPDATE_COMPONENT
         )
-        wanted = _installation_id(installation_id)
+        wanted = parse_installation_id(installation_id)
 
         def change(previous: ComponentVersion) -> ComponentVersion:
             plugins = _require_installation(previous, wanted)
@@ -523,19 +517,6 @@ class ComponentService:
             return previous.successor(rfc3339(utc_now()), installed_plugins=remaining)
 
         await self._commit_next(latest, change, "plugin-uninstalled")
-
-
-def _priority_problems(priority: int | None) -> list[str]:
-    if priority is not None and not INT32_MIN <= priority <= INT32_MAX:
-        return ["Plugin priority must be a 32-bit signed integer"]
-    return []
-
-
-def _installation_id(raw: str) -> str:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise InvalidRequest(f"Invalid plugin installation id: {raw!r} is not a UUID") from None
 
 
 def _require_installation(

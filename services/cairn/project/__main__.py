@@ -6,19 +6,32 @@ import grpc
 import redis.asyncio as aioredis
 
 from cairn.project.accounts import AuthAccountDirectory
+from cairn.project.components import ComponentServiceDirectory
 from cairn.project.grpc_api import ProjectApi, ProjectGrantApi, ProjectPolicyApi
+from cairn.project.plugin_api import PluginApi, ProjectPluginApi
+from cairn.project.plugins import PluginService
 from cairn.project.service import ProjectService
 from cairn.project.store import ProjectStore
-from cairn.project.v1 import project_grant_service_pb2_grpc, project_service_pb2_grpc
+from cairn.project.v1 import (
+    plugin_service_pb2_grpc,
+    project_grant_service_pb2_grpc,
+    project_service_pb2_grpc,
+)
 from cairn.runtime.callers import CallerResolver
 from cairn.runtime.entrypoint import Registrar, run_service
 from cairn.runtime.settings import Settings
 
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
+    store = ProjectStore(redis)
     projects = ProjectService(
-        ProjectStore(redis),
+        store,
         accounts=AuthAccountDirectory(settings.address("auth"), settings.internal_secret),
+    )
+    plugins = PluginService(
+        store,
+        projects,
+        ComponentServiceDirectory(settings.address("component"), settings.internal_secret),
     )
     callers = CallerResolver(settings.internal_secret, settings.address("auth"))
 
@@ -32,6 +45,12 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         project_grant_service_pb2_grpc.add_ProjectPolicyServiceServicer_to_server(
             ProjectPolicyApi(projects, callers), server
         )
+        plugin_service_pb2_grpc.add_PluginServiceServicer_to_server(
+            PluginApi(plugins, callers), server
+        )
+        plugin_service_pb2_grpc.add_ProjectPluginServiceServicer_to_server(
+            ProjectPluginApi(plugins, callers), server
+        )
 
     return register
 
@@ -43,5 +62,7 @@ if __name__ == "__main__":
         extra_services=[
             "cairn.project.v1.ProjectGrantService",
             "cairn.project.v1.ProjectPolicyService",
+            "cairn.project.v1.PluginService",
+            "cairn.project.v1.ProjectPluginService",
         ],
     )

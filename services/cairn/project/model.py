@@ -14,7 +14,11 @@ class ProjectType(enum.Enum):
 
 
 class ProjectAction(enum.Enum):
-    """Golem's ProjectAction (Dec 2024 names plus the 2025 project/plugin actions), in its order."""
+    """Golem's ProjectAction of Dec 2024: its 15 values, in its order.
+
+    Golem's 2025 names (DeleteProject, the plugin-installation actions) are not project actions
+    here: policies refuse them, and nothing lists them.
+    """
 
     VIEW_COMPONENT = "ViewComponent"
     CREATE_COMPONENT = "CreateComponent"
@@ -31,11 +35,6 @@ class ProjectAction(enum.Enum):
     CREATE_API_DEFINITION = "CreateApiDefinition"
     UPDATE_API_DEFINITION = "UpdateApiDefinition"
     DELETE_API_DEFINITION = "DeleteApiDefinition"
-    DELETE_PROJECT = "DeleteProject"
-    VIEW_PLUGIN_INSTALLATIONS = "ViewPluginInstallations"
-    CREATE_PLUGIN_INSTALLATION = "CreatePluginInstallation"
-    UPDATE_PLUGIN_INSTALLATION = "UpdatePluginInstallation"
-    DELETE_PLUGIN_INSTALLATION = "DeletePluginInstallation"
 
 
 ALL_ACTIONS: tuple[ProjectAction, ...] = tuple(ProjectAction)
@@ -90,7 +89,8 @@ class ProjectPolicy:
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> ProjectPolicy:
-        actions = tuple(ProjectAction(a) for a in data["actions"])
+        # Policies stored before the Dec 2024 enum may name 2025 actions: they grant nothing.
+        actions = tuple(_ACTIONS_BY_NAME[a] for a in data["actions"] if a in _ACTIONS_BY_NAME)
         return cls(data["id"], data["name"], actions, data["owner"])
 
 

@@ -83,6 +83,14 @@ class ProjectAccess:
             )
         return allowed
 
+    @staticmethod
+    def require_owner(caller: Principal, project: Project, what: str) -> None:
+        """Only the owner and admins may do `what` (what no Dec 2024 project action grants)."""
+        if not (caller.is_admin or caller.account_id == project.owner_account_id):
+            raise PermissionDenied(
+                f"Only the owner of project `{project.id}` or an admin may {what}"
+            )
+
 
 class ProjectService:
     def __init__(
@@ -168,7 +176,9 @@ class ProjectService:
         return project
 
     async def delete_project(self, caller: Principal, raw_id: str) -> None:
-        project = await self.get_project(caller, raw_id, ProjectAction.DELETE_PROJECT)
+        # Golem (Dec 2024): the owner or an admin; its 2025 DeleteProject action is not granted.
+        project = await self.get_project(caller, raw_id)
+        self._access.require_owner(caller, project, "delete it")
         if project.project_type is ProjectType.DEFAULT:
             raise InvalidRequest("Cannot delete default project")
         await self._store.delete(project)

@@ -2,7 +2,9 @@
 
 Keys (prefix `cairn:project`): `<project id>` JSON, `owned-by:<account>` creation-ordered ids,
 `default-of:<account>` default project id, `policy:<id>` JSON, `grant:<id>` JSON,
-`grants-of:<project>` grant ids by creation, `grants-to:<account>` grant ids by creation.
+`grants-of:<project>` grant ids by creation, `grants-to:<account>` grant ids by creation,
+`plugins-of:<account>` hash `["name","version"]` -> plugin definition JSON (with its `seq`),
+`plugin-seq` registration counter, `plugin-installs:<project>` hash id -> installation JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
+from cairn.component.model import PluginInstallation
 from cairn.project.model import Project, ProjectGrant, ProjectPolicy
+from cairn.project.plugin_model import PluginDefinition
 
 # Atomically return the owner's default project id, creating the project if there is none yet,
 # so two concurrent first calls cannot create two default projects.
@@ -68,6 +72,12 @@ class ProjectStore:
     def _grants_to_key(self, account_id: str) -> str:
         return f"{self._p}:grants-to:{account_id}"
 
+    def _plugins_key(self, account_id: str) -> str:
+        return f"{self._p}:plugins-of:{account_id}"
+
+    def _installs_key(self, project_id: str) -> str:
+        return f"{self._p}:plugin-installs:{project_id}"
+
     # --- projects -------------------------------------------------------------------------
 
     async def ensure_default(self, candidate: Project) -> str:
@@ -112,7 +122,11 @@ class ProjectStore:
         """Removes the project and every grant on it."""
         grants = await self.grants_of(project.id)
         async with self._r.pipeline(transaction=True) as tx:
-            tx.delete(self._key(project.id), self._grants_of_key(project.id))
+            tx.delete(
+                self._key(project.id),
+                self._grants_of_key(project.id),
+                self._installs_key(project.id),
+            )
             tx.zrem(self._owned_key(project.owner_account_id), project.id)
             for grant in grants:
                 tx.delete(self._grant_key(grant.id))
@@ -171,3 +185,53 @@ class ProjectStore:
             tx.zrem(self._grants_of_key(grant.project_id), grant.id)
             tx.zrem(self._grants_to_key(grant.grantee_account_id), grant.id)
             await tx.execute()
+
+    # --- plugins --------------------------------------------------------------------------
+
+    async def add_plugin(self, plugin: PluginDefinition) -> bool:
+        """Registers the plugin; False (nothing stored) if its owner already has that version."""
+        key = self._plugins_key(plugin.owner_account_id)
+        field = json.dumps([plugin.name, plugin.version])
+        if await self._r.hexists(key, field):
+            return False
+        seq = await self._r.incr(f"{self._p}:plugin-seq")
+        return bool(await self._r.hsetnx(key, field, json.dumps(plugin.to_json() | {"seq": seq})))
+
+    async def plugin(self, owner: str, name: str, version: str) -> PluginDefinition | None:
+        raw = await self._r.hget(self._plugins_key(owner), json.dumps([name, version]))
+        return None if raw is None else PluginDefinition.from_json(json.loads(raw))
+
+    async def plugins_of(self, owner: str) -> list[PluginDefinition]:
+        """The owner's plugins, in registration order."""
+        raws = (await self._r.hgetall(self._plugins_key(owner))).values()
+        records = sorted((json.loads(r) for r in raws), key=lambda r: r["seq"])
+        return [PluginDefinition.from_json(r) for r in records]
+
+    async def delete_plugin(self, owner: str, name: str, version: str) -> bool:
+        return bool(await self._r.hdel(self._plugins_key(owner), json.dumps([name, version])))
+
+    async def put_project_installation(
+        self, project_id: str, installation: PluginInstallation
+    ) -> None:
+        key = self._installs_key(project_id)
+        existing = await self._r.hget(key, installation.id)
+        if existing:
+            seq = json.loads(existing)["seq"]
+        else:
+            seq = await self._r.incr(f"{self._p}:plugin-seq")
+        await self._r.hset(key, installation.id, json.dumps(installation.to_json() | {"seq": seq}))
+
+    async def project_installation(
+        self, project_id: str, installation_id: str
+    ) -> PluginInstallation | None:
+        raw = await self._r.hget(self._installs_key(project_id), installation_id)
+        return None if raw is None else PluginInstallation.from_json(json.loads(raw))
+
+    async def project_installations(self, project_id: str) -> list[PluginInstallation]:
+        """The project's plugin installations, oldest first."""
+        raws = (await self._r.hgetall(self._installs_key(project_id))).values()
+        records = sorted((json.loads(r) for r in raws), key=lambda r: r["seq"])
+        return [PluginInstallation.from_json(r) for r in records]
+
+    async def delete_project_installation(self, project_id: str, installation_id: str) -> None:
+        await self._r.hdel(self._installs_key(project_id), installation_id)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import pytest
 
 from cairn.project.grpc_api import parse_actions
-from cairn.project.model import ALL_ACTIONS, ProjectAction, in_enum_order, parse_action
+from cairn.project.model import (
+    ALL_ACTIONS,
+    ProjectAction,
+    ProjectPolicy,
+    in_enum_order,
+    parse_action,
+)
 
 
 @pytest.mark.parametrize("raw, action", [
     ("ViewComponent", ProjectAction.VIEW_COMPONENT),
-    ("DeletePluginInstallation", ProjectAction.DELETE_PLUGIN_INSTALLATION),
+    ("DeleteApiDefinition", ProjectAction.DELETE_API_DEFINITION),
     ("ViewInstance", ProjectAction.VIEW_WORKER),
     ("DeleteInstance", ProjectAction.DELETE_WORKER),
     ("CreateTemplate", ProjectAction.CREATE_COMPONENT),
@@ -20,7 +26,27 @@ def test_names_and_older_spellings(raw: str, action: ProjectAction) -> None:
     assert parse_action(raw) is action
 
 
-@pytest.mark.parametrize("raw", ["viewComponent", "VIEW_COMPONENT", "", 3, None])
+# Golem's 2025 names are not Dec 2024 project actions.
+TWENTY_25 = ["DeleteProject", "ViewPluginInstallations", "CreatePluginInstallation",
+             "UpdatePluginInstallation", "DeletePluginInstallation", "ViewProject"]
+
+
+def test_the_dec_2024_enum_has_its_fifteen_values_in_order() -> None:
+    assert [a.value for a in ALL_ACTIONS] == [
+        "ViewComponent", "CreateComponent", "UpdateComponent", "DeleteComponent",
+        "ViewWorker", "CreateWorker", "UpdateWorker", "DeleteWorker",
+        "ViewProjectGrants", "CreateProjectGrants", "DeleteProjectGrants",
+        "ViewApiDefinition", "CreateApiDefinition", "UpdateApiDefinition", "DeleteApiDefinition",
+    ]
+
+
+def test_a_stored_policy_naming_2025_actions_keeps_only_dec_2024_ones() -> None:
+    stored = {"id": "p", "name": "old", "owner": "a",
+              "actions": ["ViewComponent", "DeleteProject", "CreatePluginInstallation"]}
+    assert ProjectPolicy.from_record(stored).actions == (ProjectAction.VIEW_COMPONENT,)
+
+
+@pytest.mark.parametrize("raw", ["viewComponent", "VIEW_COMPONENT", "", 3, None, *TWENTY_25])
 def test_anything_else_is_refused_with_the_value(raw: object) -> None:
     with pytest.raises(ValueError) as err:
         parse_action(raw)
