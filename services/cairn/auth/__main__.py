@@ -8,6 +8,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from cairn.auth.callers import LocalCallers
 from cairn.auth.ext_authz import (
+    HEALTH_CHECK_PATHS,
     INTERNAL_PATHS,
     LOGIN_BOOTSTRAP_PATHS,
     ExtAuthzApi,
@@ -16,10 +17,25 @@ from cairn.auth.ext_authz import (
     PublicAuthorizer,
     exact_paths,
 )
-from cairn.auth.grpc_api import AccountApi, AuthApi, InternalServices, LoginApi, TokenApi
+from cairn.auth.grpc_api import (
+    AccountApi,
+    AccountSummaryApi,
+    AuthApi,
+    InternalServices,
+    LoginApi,
+    ResourceLimitsApi,
+    TokenApi,
+)
 from cairn.auth.ledger_jwt import ledger_route
 from cairn.auth.login import LoginService
-from cairn.auth.service import AccountService, Authenticator, TokenService, UsageService
+from cairn.auth.service import (
+    AccountService,
+    AccountSummaryService,
+    Authenticator,
+    ResourceLimitsService,
+    TokenService,
+    UsageService,
+)
 from cairn.auth.settings import AuthSettings
 from cairn.auth.store import AuthStore
 from cairn.auth.v1 import (
@@ -38,6 +54,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
     await store.bootstrap_root(
         settings.root_account_id, settings.root_account_email, settings.root_token
     )
+    await store.index_accounts()
     authenticator = Authenticator(store)
     callers = LocalCallers(authenticator, settings.internal_secret)
     accounts = AccountService(store, auth_settings.plan, settings.root_account_id)
@@ -49,7 +66,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         settings.internal_secret,
         # First match wins; unmatched paths take Golem tokens.
         routes=[
-            (exact_paths(*LOGIN_BOOTSTRAP_PATHS), PublicAuthorizer()),
+            (exact_paths(*LOGIN_BOOTSTRAP_PATHS, *HEALTH_CHECK_PATHS), PublicAuthorizer()),
             (exact_paths(*INTERNAL_PATHS), InternalOnlyAuthorizer()),
             ledger_route(settings.internal_secret),
         ],
@@ -61,6 +78,12 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         )
         account_service_pb2_grpc.add_AccountServiceServicer_to_server(
             AccountApi(accounts, callers), server
+        )
+        account_service_pb2_grpc.add_AccountSummaryServiceServicer_to_server(
+            AccountSummaryApi(AccountSummaryService(store), callers), server
+        )
+        account_service_pb2_grpc.add_ResourceLimitsServiceServicer_to_server(
+            ResourceLimitsApi(ResourceLimitsService(store, auth_settings.plan), callers), server
         )
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenApi(tokens, callers), server
@@ -80,6 +103,8 @@ if __name__ == "__main__":
         extra_services=[
             "envoy.service.auth.v3.Authorization",
             "cairn.auth.v1.AccountService",
+            "cairn.auth.v1.AccountSummaryService",
+            "cairn.auth.v1.ResourceLimitsService",
             "cairn.auth.v1.TokenService",
             "cairn.auth.v1.LoginService",
         ],

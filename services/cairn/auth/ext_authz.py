@@ -115,6 +115,13 @@ LOGIN_BOOTSTRAP_PATHS = (
         )
     ),
 )
+# Golem's health and version routes, open to everyone (served by the project service).
+HEALTH_CHECK_PATHS = (
+    "/healthcheck",
+    "/version",
+    "/cairn.project.v1.HealthCheckService/Healthcheck",
+    "/cairn.project.v1.HealthCheckService/Version",
+)
 # Methods only Cairn services call, directly on the service's own port.
 INTERNAL_PATHS = (
     "/cairn.auth.v1.AuthService/LookupAccount",

@@ -16,8 +16,10 @@ from cairn.auth.callers import LocalCallers
 from cairn.auth.login import LoginService
 from cairn.auth.service import (
     AccountService,
+    AccountSummaryService,
     Authenticator,
     IssuedToken,
+    ResourceLimitsService,
     TokenService,
     UsageService,
 )
@@ -379,3 +381,85 @@ class LoginApi(login_grpc.LoginServiceServicer):
             await context.send_initial_metadata(((HTTP_STATUS_HEADER, "202"),))
             return login_pb.PollWebLoginResponse(rest=json_body({}))
         return login_pb.PollWebLoginResponse(rest=json_body(polled.token.to_json()))
+
+
+class AccountSummaryApi(account_grpc.AccountSummaryServiceServicer):
+    def __init__(self, summaries: AccountSummaryService, callers: LocalCallers) -> None:
+        self._summaries = summaries
+        self._callers = callers
+
+    async def ListAccountSummaries(
+        self, request: account_pb.ListAccountSummariesRequest, context: Context
+    ) -> account_pb.ListAccountSummariesResponse:
+        caller = await self._callers.resolve(context)
+        page = await self._summaries.page(
+            caller,
+            request.skip if request.HasField("skip") else None,
+            request.limit if request.HasField("limit") else None,
+        )
+        if is_rest(context):
+            return account_pb.ListAccountSummariesResponse(
+                rest=json_body([s.to_json() for s in page])
+            )
+        return account_pb.ListAccountSummariesResponse(accounts=[
+            account_pb.AccountSummary(
+                id=s.account.id, name=s.account.name, email=s.account.email,
+                component_count=s.component_count, worker_count=0, created_at=s.created_at,
+            )
+            for s in page
+        ])
+
+    async def CountAccounts(
+        self, request: account_pb.CountAccountsRequest, context: Context
+    ) -> account_pb.CountAccountsResponse:
+        count = await self._summaries.count(await self._callers.resolve(context))
+        if is_rest(context):
+            return account_pb.CountAccountsResponse(rest=json_body(count))
+        return account_pb.CountAccountsResponse(count=count)
+
+
+def _fuel_updates(body: bytes) -> dict[str, int]:
+    """Golem's BatchUpdateResourceLimits JSON: `{"updates": {"<account id>": <int64>}}`."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as err:
+        raise InvalidRequest(f"Invalid JSON body: {err}") from None
+    updates = data.get("updates") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or "updates" not in data:
+        raise InvalidRequest("Missing field: updates")
+    if not isinstance(updates, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in updates.values()
+    ):
+        raise InvalidRequest("Invalid field updates: expected an object of account id -> integer")
+    return {str(k): v for k, v in updates.items()}
+
+
+class ResourceLimitsApi(account_grpc.ResourceLimitsServiceServicer):
+    def __init__(self, limits: ResourceLimitsService, callers: LocalCallers) -> None:
+        self._limits = limits
+        self._callers = callers
+
+    async def GetResourceLimits(
+        self, request: account_pb.GetResourceLimitsRequest, context: Context
+    ) -> account_pb.ResourceLimitsResponse:
+        caller = await self._callers.resolve(context)
+        limits = await self._limits.limits(caller, _opt(request, "account_id"))
+        if is_rest(context):
+            return account_pb.ResourceLimitsResponse(rest=json_body(limits.to_json()))
+        return account_pb.ResourceLimitsResponse(
+            available_fuel=limits.available_fuel,
+            max_memory_per_worker=limits.max_memory_per_worker,
+        )
+
+    async def UpdateResourceLimits(
+        self, request: account_pb.UpdateResourceLimitsRequest, context: Context
+    ) -> account_pb.UpdateResourceLimitsResponse:
+        caller = await self._callers.resolve(context)
+        if request.HasField("rest"):
+            updates = _fuel_updates(request.rest.data)
+        else:
+            updates = dict(request.updates)
+        await self._limits.record_fuel(caller, updates)
+        return account_pb.UpdateResourceLimitsResponse(
+            rest=json_body({}) if is_rest(context) else None
+        )

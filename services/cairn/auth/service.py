@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from cairn.auth.settings import Plan
 from cairn.auth.store import FAR_FUTURE, Account, AuthStore, Token, Usage, UsageRefused
@@ -27,6 +28,8 @@ EXPIRED_TOKEN = "Invalid Token: Expired auth token."
 MISSING_TOKEN = "Unauthorized"
 MALFORMED_TOKEN = "Invalid Token: Token secret must be a UUID."
 ADMIN_ONLY = "Action is only allowed for [Admin]"
+SUMMARY_READERS_ONLY = "Action is only allowed for [Admin, MarketingAdmin]"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ACCOUNT_NOT_FOUND = "Account not found"
 
 # Golem's Role enum (Dec 2024).
@@ -71,6 +74,12 @@ def require_admin(caller: Principal) -> None:
 
 def _required(fields: Sequence[tuple[str, str | None]]) -> None:
     problems = [f"Missing field: {name}" for name, value in fields if value is None]
+    if problems:
+        raise InvalidRequest(*problems)
+
+
+def _required_query(fields: Sequence[tuple[str, object | None]]) -> None:
+    problems = [f"Missing query parameter: {name}" for name, value in fields if value is None]
     if problems:
         raise InvalidRequest(*problems)
 
@@ -262,6 +271,98 @@ class TokenService:
         if token is None or token.account_id != caller.account_id:
             raise Unauthenticated(UNKNOWN_TOKEN)
         return token
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """Golem's AccountSummary: an account as the admin listing shows it."""
+
+    account: Account
+    created_at: str
+    component_count: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.account.id,
+            "name": self.account.name,
+            "email": self.account.email,
+            "componentCount": self.component_count,
+            "workerCount": 0,
+            "createdAt": self.created_at,
+        }
+
+
+def require_summary_reader(caller: Principal) -> None:
+    # Golem: Admin or MarketingAdmin.
+    if not ({"Admin", "MarketingAdmin"} & set(caller.roles)):
+        raise PermissionDenied(SUMMARY_READERS_ONLY)
+
+
+class AccountSummaryService:
+    """Golem's admin account listing: newest accounts first, a page at a time."""
+
+    def __init__(self, store: AuthStore) -> None:
+        self._store = store
+
+    async def page(
+        self, caller: Principal, skip: int | None, limit: int | None
+    ) -> list[AccountSummary]:
+        require_summary_reader(caller)
+        _required_query((("skip", skip), ("limit", limit)))
+        assert skip is not None and limit is not None
+        found = await self._store.newest_accounts(max(0, skip), max(0, limit))
+        return [
+            AccountSummary(account, rfc3339(datetime.fromtimestamp(created, UTC)), components)
+            for account, created, components in found
+        ]
+
+    async def count(self, caller: Principal) -> int:
+        require_summary_reader(caller)
+        return await self._store.account_count()
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    available_fuel: int
+    max_memory_per_worker: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "availableFuel": self.available_fuel,
+            "maxMemoryPerWorker": self.max_memory_per_worker,
+        }
+
+
+class ResourceLimitsService:
+    """Golem's worker resource limits: monthly fuel (the plan's gas) and memory per worker."""
+
+    def __init__(self, store: AuthStore, plan: Plan) -> None:
+        self._store = store
+        self._plan = plan
+
+    async def _account(self, caller: Principal, account_id: str) -> None:
+        require_account_access(caller, account_id)
+        if await self._store.account(account_id) is None:
+            # Golem answers an unknown account on the limits API with 400.
+            raise InvalidRequest(f"Account Not Found: {account_id}")
+
+    async def limits(self, caller: Principal, account_id: str | None) -> ResourceLimits:
+        _required_query((("account-id", account_id),))
+        assert account_id is not None
+        await self._account(caller, account_id)
+        available = self._plan.monthly_gas_limit - await self._store.fuel_consumed(account_id)
+        return ResourceLimits(
+            min(max(available, INT64_MIN), INT64_MAX), self._plan.max_memory_per_worker
+        )
+
+    async def record_fuel(self, caller: Principal, updates: dict[str, int]) -> None:
+        """Checks every account first, then records all the updates or none."""
+        for account_id, delta in updates.items():
+            if not INT64_MIN <= delta <= INT64_MAX:
+                raise InvalidRequest(f"Invalid fuel update for {account_id}: not a 64-bit integer")
+            await self._account(caller, account_id)
+        if not await self._store.record_fuel(updates):
+            raise InvalidRequest("Fuel update out of range: a counter would overflow 64 bits")
 
 
 def _megabytes(limit: int) -> int:

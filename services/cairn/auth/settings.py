@@ -37,6 +37,8 @@ class Plan:
     storage_limit: int = 500_000_000
     monthly_gas_limit: int = 1_000_000_000_000
     monthly_upload_limit: int = 1_000_000_000
+    # Golem's ResourceLimits.maxMemoryPerWorker (its servers answer 100 MiB).
+    max_memory_per_worker: int = 100 * 1024 * 1024
 
     def to_json(self) -> dict[str, object]:
         """Golem's Plan JSON."""
@@ -91,6 +93,9 @@ class AuthSettings:
             monthly_gas_limit=_int(env, "CAIRN_PLAN_MONTHLY_GAS_LIMIT", defaults.monthly_gas_limit),
             monthly_upload_limit=_int(
                 env, "CAIRN_PLAN_MONTHLY_UPLOAD_LIMIT", defaults.monthly_upload_limit
+            ),
+            max_memory_per_worker=_int(
+                env, "CAIRN_PLAN_MAX_MEMORY_PER_WORKER", defaults.max_memory_per_worker
             ),
         )
         client_id = env.get("CAIRN_OAUTH2_CLIENT_ID", "")

@@ -4,18 +4,20 @@ Token secrets are stored only as SHA-256 digests. Keys (prefix `cairn:auth`):
 `account:<id>` JSON, `account:<id>:tokens` set of token ids, `token:<id>` JSON (with the digest),
 `secret:<digest>` token id, `identity:<provider>:<user id>` account id,
 `usage:<account>` hash {components, storage}, `usage:<account>:upload:<YYYY-MM>` counter,
-`login:<kind>:<key>` pending login sessions (with a TTL).
+`login:<kind>:<key>` pending login sessions (with a TTL), `accounts` sorted set of account ids
+scored by creation time, `usage:<account>:fuel:<YYYY-MM>` fuel consumed that month.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -137,9 +139,54 @@ class AuthStore:
 
     # --- accounts -------------------------------------------------------------------------
 
+    @property
+    def _index_key(self) -> str:
+        return f"{self._p}:accounts"
+
     async def put_account(self, account: Account) -> None:
         record = asdict(account) | {"roles": list(account.roles)}
-        await self._r.set(self._account_key(account.id), json.dumps(record))
+        async with self._r.pipeline(transaction=True) as tx:
+            tx.set(self._account_key(account.id), json.dumps(record))
+            # NX: the first write is the account's creation time.
+            tx.zadd(self._index_key, {account.id: time.time()}, nx=True)
+            await tx.execute()
+
+    async def index_accounts(self) -> int:
+        """Adds accounts stored before the index existed (now as their creation time)."""
+        added = 0
+        pattern = f"{self._account_key('*')}"
+        async for key in self._r.scan_iter(match=pattern, count=500):
+            account_id = _text(key).removeprefix(self._account_key(""))
+            if account_id.endswith(":tokens"):
+                continue
+            added += int(
+                await self._r.zadd(self._index_key, {account_id: time.time()}, nx=True) or 0
+            )
+        return added
+
+    async def account_count(self) -> int:
+        return int(await self._r.zcard(self._index_key))
+
+    async def newest_accounts(self, skip: int, limit: int) -> list[tuple[Account, float, int]]:
+        """(account, created at epoch seconds, component count), newest first."""
+        if limit <= 0:
+            return []
+        scored = await self._r.zrevrange(
+            self._index_key, skip, skip + limit - 1, withscores=True
+        )
+        ids = [(_text(member), float(score)) for member, score in cast(list[Any], scored)]
+        if not ids:
+            return []
+        async with self._r.pipeline(transaction=False) as tx:
+            for account_id, _ in ids:
+                tx.get(self._account_key(account_id))
+                tx.hget(f"{self._p}:usage:{account_id}", "components")
+            replies = await tx.execute()
+        found = []
+        for (_, created), raw, components in zip(ids, replies[::2], replies[1::2], strict=True):
+            if raw is not None:
+                found.append((_account_from(raw), float(created), int(components or 0)))
+        return found
 
     async def account(self, account_id: str) -> Account | None:
         raw = await self._r.get(self._account_key(account_id))
@@ -175,6 +222,7 @@ class AuthStore:
         async with self._r.pipeline(transaction=True) as tx:
             tx.delete(self._account_key(account_id), self._tokens_key(account_id))
             tx.delete(f"{self._p}:usage:{account_id}")
+            tx.zrem(self._index_key, account_id)
             await tx.execute()
 
     async def account_for_identity(self, identity: str, candidate: Account) -> Account:
@@ -187,7 +235,10 @@ class AuthStore:
         await self.put_account(candidate)
         if await self._r.set(key, candidate.id, nx=True):
             return candidate
-        await self._r.delete(self._account_key(candidate.id))
+        async with self._r.pipeline(transaction=True) as tx:
+            tx.delete(self._account_key(candidate.id))
+            tx.zrem(self._index_key, candidate.id)
+            await tx.execute()
         existing = await self.account(_text(await self._r.get(key) or b""))
         if existing is not None:
             return existing
@@ -285,6 +336,38 @@ class AuthStore:
         if int(reply[0]) == 0:
             return UsageRefused(_text(reply[1]))
         return Usage(int(reply[1]), int(reply[2]), int(reply[3]))
+
+    def _fuel_key(self, account_id: str) -> str:
+        return f"{self._p}:usage:{account_id}:fuel:{utc_now().strftime('%Y-%m')}"
+
+    async def fuel_consumed(self, account_id: str) -> int:
+        """Fuel the account consumed this calendar month (UTC)."""
+        return int(await self._r.get(self._fuel_key(account_id)) or 0)
+
+    async def record_fuel(self, updates: dict[str, int]) -> bool:
+        """Adds each account's consumed fuel to this month's counter, all or nothing.
+
+        False (nothing recorded) if a counter would leave the signed 64-bit range.
+        """
+        keys = {account_id: self._fuel_key(account_id) for account_id in updates}
+        async with self._r.pipeline(transaction=True) as tx:
+            while True:
+                try:
+                    await tx.watch(*keys.values())
+                    totals = {
+                        key: int(await tx.get(key) or 0) + updates[account_id]
+                        for account_id, key in keys.items()
+                    }
+                    if any(not -(2**63) <= total < 2**63 for total in totals.values()):
+                        return False
+                    tx.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    for key, total in totals.items():
+                        # The counter outlives its month, then Redis drops it.
+                        tx.set(key, total, ex=40 * 24 * 3600)
+                    await tx.execute()
+                    return True
+                except aioredis.WatchError:
+                    continue
 
     # --- login sessions -------------------------------------------------------------------
 

@@ -8,11 +8,13 @@ import redis.asyncio as aioredis
 from cairn.project.accounts import AuthAccountDirectory
 from cairn.project.components import ComponentServiceDirectory
 from cairn.project.grpc_api import ProjectApi, ProjectGrantApi, ProjectPolicyApi
+from cairn.project.health_check import HealthCheckApi
 from cairn.project.plugin_api import PluginApi, ProjectPluginApi
 from cairn.project.plugins import PluginService
 from cairn.project.service import ProjectService
 from cairn.project.store import ProjectStore
 from cairn.project.v1 import (
+    health_check_service_pb2_grpc,
     plugin_service_pb2_grpc,
     project_grant_service_pb2_grpc,
     project_service_pb2_grpc,
@@ -51,6 +53,9 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         plugin_service_pb2_grpc.add_ProjectPluginServiceServicer_to_server(
             ProjectPluginApi(plugins, callers), server
         )
+        health_check_service_pb2_grpc.add_HealthCheckServiceServicer_to_server(
+            HealthCheckApi(), server
+        )
 
     return register
 
@@ -64,5 +69,6 @@ if __name__ == "__main__":
             "cairn.project.v1.ProjectPolicyService",
             "cairn.project.v1.PluginService",
             "cairn.project.v1.ProjectPluginService",
+            "cairn.project.v1.HealthCheckService",
         ],
     )
