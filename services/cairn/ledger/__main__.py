@@ -7,8 +7,6 @@ server has drained, before their connection goes.
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import redis.asyncio as aioredis
 
@@ -26,7 +24,7 @@ from cairn.ledger.streams import (
 )
 from cairn.ledger.streams import stream_redis as redis_connection
 from cairn.ledger.v1 import ledger_service_pb2_grpc
-from cairn.runtime.entrypoint import Wiring, serve
+from cairn.runtime.entrypoint import Wiring, run, serve
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.logging import configure_logging
 from cairn.runtime.settings import Settings
@@ -75,4 +73,4 @@ if __name__ == "__main__":
     ledger_process_settings = Settings.from_env()
     configure_logging(ledger_process_settings.log_level, ledger_process_settings.log_format,
                       service="ledger")
-    asyncio.run(main(ledger_process_settings))
+    run(main(ledger_process_settings), ledger_process_settings)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
 import structlog
+import uvloop
 
 from cairn.runtime import redis as redis_conn
 from cairn.runtime.errors import ErrorStyle
@@ -80,8 +82,16 @@ async def serve(
         await redis.aclose()
 
 
+def run(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+    """Run a process's main coroutine on the configured event loop (CAIRN_EVENT_LOOP)."""
+    if settings.event_loop == "uvloop":
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def run_service(service: str, setup: Setup, **options: object) -> None:
     """Entry point of `python -m cairn.<service>`."""
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, service=service)
-    asyncio.run(serve(service, settings, setup, **options))  # type: ignore[arg-type]
+    run(serve(service, settings, setup, **options), settings)  # type: ignore[arg-type]

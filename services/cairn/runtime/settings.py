@@ -33,6 +33,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, case-insensitive; unset or empty is the first."""
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """One immutable settings object; `from_env` is the only place that reads os.environ."""
@@ -58,6 +66,8 @@ class Settings:
     redis_timeout_seconds: float = 5.0
     # How often a service checks its dependencies (Redis, blob store) for its readiness health.
     readiness_interval_seconds: float = 1.0
+    # "uvloop" (libuv: cheaper socket I/O and callbacks) or "asyncio" (the standard library's).
+    event_loop: str = "uvloop"
 
     def grpc_port(self, service: str) -> int:
         return self.grpc_ports[service]
@@ -94,6 +104,7 @@ class Settings:
             shutdown_grace_seconds=_float(env, "CAIRN_SHUTDOWN_GRACE_SECONDS", 5.0),
             redis_timeout_seconds=_float(env, "CAIRN_REDIS_TIMEOUT_SECONDS", 5.0),
             readiness_interval_seconds=_float(env, "CAIRN_READINESS_INTERVAL_SECONDS", 1.0),
+            event_loop=_choice(env, "CAIRN_EVENT_LOOP", ("uvloop", "asyncio")),
         )
 
     def require(self, *names: str) -> None:

@@ -33,3 +33,10 @@ def test_every_service_address_can_be_overridden() -> None:
     s = Settings.from_env({"CAIRN_COMPONENT_ADDR": "component:5", "CAIRN_LEDGER_ADDR": "ledger:6"})
     assert (s.address("component"), s.address("ledger")) == ("component:5", "ledger:6")
     assert s.address("project") == "127.0.0.1:50051"
+
+
+def test_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
+    assert Settings.from_env({}).event_loop == "uvloop"
+    assert Settings.from_env({"CAIRN_EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
+    with pytest.raises(ValueError, match="CAIRN_EVENT_LOOP"):
+        Settings.from_env({"CAIRN_EVENT_LOOP": "trio"})
