@@ -9,7 +9,10 @@ from typing import Any, cast
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
+from cairn.project.service import ProjectService
+from cairn.project.store import ProjectStore
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
 from cairn.runtime.principal import PRINCIPAL_HEADER, Principal, sign
@@ -254,3 +257,18 @@ async def test_root_token_authenticates_as_admin(services: Services) -> None:
         metadata=bearer(services.root_token),
     )
     assert as_root.project.project_id == alices.project.project_id
+
+
+async def test_a_remembered_default_project_id_is_checked_against_the_store(
+    redis: aioredis.Redis,
+) -> None:
+    """The service remembers each account's default project id; should the project be gone
+    after all (data removed by hand), the next call makes a new one instead of failing."""
+    projects = ProjectService(ProjectStore(redis))
+    alice = Principal("alice")
+    first = await projects.default_project(alice)
+    assert (await projects.default_project(alice)) == first
+    await redis.flushdb()
+    fresh = await projects.default_project(alice)
+    assert fresh.id != first.id
+    assert (await projects.default_project(alice)) == fresh

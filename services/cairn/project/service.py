@@ -26,6 +26,8 @@ from cairn.runtime.errors import InvalidRequest, LimitExceeded, NotFound, Permis
 from cairn.runtime.principal import Principal
 
 DEFAULT_PROJECT_NAME = "default-project"
+# Accounts whose default project id a ProjectService remembers (the ids never change).
+KNOWN_DEFAULTS_MAX = 10_000
 
 
 def _parse_uuid(raw: str, what: str) -> str:
@@ -103,9 +105,18 @@ class ProjectService:
         self._store = store
         self._access = access or ProjectAccess(store)
         self._accounts = accounts
+        # account id -> its default project's id. A default project is never deleted or
+        # replaced, so once known the id saves a Redis round trip per call.
+        self._known_defaults: dict[str, str] = {}
 
     async def default_project(self, caller: Principal) -> Project:
         account = caller.account_id
+        known = self._known_defaults.get(account)
+        if known is not None:
+            project = await self._store.get(known)
+            if project is not None:
+                return project
+            del self._known_defaults[account]  # gone after all (data removed by hand): ask again
         candidate = Project(
             id=str(uuid.uuid4()),
             name=DEFAULT_PROJECT_NAME,
@@ -117,6 +128,9 @@ class ProjectService:
         project = await self._store.get(project_id)
         if project is None:  # only if it was deleted between the two calls, which the API forbids
             raise NotFound(f"Project not found: {project_id}")
+        if len(self._known_defaults) >= KNOWN_DEFAULTS_MAX:
+            self._known_defaults.clear()
+        self._known_defaults[account] = project_id
         return project
 
     async def list_projects(self, caller: Principal, name: str | None) -> list[Project]:
