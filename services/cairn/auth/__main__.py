@@ -38,24 +38,26 @@ from cairn.auth.service import (
 )
 from cairn.auth.settings import AuthSettings
 from cairn.auth.store import AuthStore
+from cairn.auth.token_cache import TokenCache
 from cairn.auth.v1 import (
     account_service_pb2_grpc,
     auth_service_pb2_grpc,
     login_service_pb2_grpc,
     token_service_pb2_grpc,
 )
-from cairn.runtime.entrypoint import Registrar, run_service
+from cairn.runtime.entrypoint import Wiring, run_service
 from cairn.runtime.settings import Settings
 
 
-async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
+async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
     auth_settings = AuthSettings.from_env()
     store = AuthStore(redis)
     await store.bootstrap_root(
         settings.root_account_id, settings.root_account_email, settings.root_token
     )
     await store.index_accounts()
-    authenticator = Authenticator(store)
+    token_cache = TokenCache(auth_settings.token_cache_seconds)
+    authenticator = Authenticator(store, token_cache)
     callers = LocalCallers(authenticator, settings.internal_secret)
     accounts = AccountService(store, auth_settings.plan, settings.root_account_id)
     tokens = TokenService(store)
@@ -93,7 +95,7 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext_authz, server)
 
-    return register
+    return Wiring(register, background=[lambda: token_cache.follow(redis)])
 
 
 if __name__ == "__main__":

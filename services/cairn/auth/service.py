@@ -12,7 +12,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cairn.auth.settings import Plan
-from cairn.auth.store import FAR_FUTURE, Account, AuthStore, Token, Usage, UsageRefused
+from cairn.auth.store import (
+    FAR_FUTURE,
+    Account,
+    AuthStore,
+    Token,
+    Usage,
+    UsageRefused,
+    secret_digest,
+)
+from cairn.auth.token_cache import TokenCache
 from cairn.runtime.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -40,8 +49,10 @@ ROLES = (
 
 
 class Authenticator:
-    def __init__(self, store: AuthStore) -> None:
+    def __init__(self, store: AuthStore, cache: TokenCache | None = None) -> None:
+        """`cache` None: every call reads the token and its account from Redis."""
         self._store = store
+        self._cache = cache or TokenCache(ttl_seconds=0)
 
     async def authenticate(self, secret: str) -> Principal:
         if not secret:
@@ -50,7 +61,12 @@ class Authenticator:
             uuid.UUID(secret)
         except ValueError:
             raise Unauthenticated(MALFORMED_TOKEN) from None
-        token = await self._store.token_by_secret(secret)
+        digest = secret_digest(secret)
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
+        generation = self._cache.generation
+        token = await self._store.token_by_digest(digest)
         if token is None:
             raise Unauthenticated(UNKNOWN_TOKEN)
         if token.expired():
@@ -59,7 +75,10 @@ class Authenticator:
         if account is None:
             # The account was deleted after the token was issued.
             raise Unauthenticated(UNKNOWN_TOKEN)
-        return Principal(account.id, token.id, account.roles)
+        principal = Principal(account.id, token.id, account.roles)
+        expires = parse_rfc3339(token.expires_at).timestamp()
+        self._cache.put(digest, principal, expires, generation)
+        return principal
 
 
 def require_account_access(caller: Principal, account_id: str) -> None:

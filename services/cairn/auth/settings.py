@@ -79,6 +79,9 @@ class AuthSettings:
     login_token_ttl_seconds: int = 30 * 24 * 3600
     # How long a device or web login may stay pending.
     login_session_ttl_seconds: int = 900
+    # How long a verified token may be answered from memory (changes invalidate it at once,
+    # see cairn.auth.token_cache); 0 reads Redis on every check.
+    token_cache_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
@@ -121,5 +124,8 @@ class AuthSettings:
             ),
             login_session_ttl_seconds=_int(
                 env, "CAIRN_LOGIN_SESSION_TTL_SECONDS", cls.login_session_ttl_seconds
+            ),
+            token_cache_seconds=_int(
+                env, "CAIRN_AUTH_TOKEN_CACHE_SECONDS", cls.token_cache_seconds
             ),
         )

@@ -5,7 +5,8 @@ Token secrets are stored only as SHA-256 digests. Keys (prefix `cairn:auth`):
 `secret:<digest>` token id, `identity:<provider>:<user id>` account id,
 `usage:<account>` hash {components, storage}, `usage:<account>:upload:<YYYY-MM>` counter,
 `login:<kind>:<key>` pending login sessions (with a TTL), `accounts` sorted set of account ids
-scored by creation time, `usage:<account>:fuel:<YYYY-MM>` fuel consumed that month.
+scored by creation time, `usage:<account>:fuel:<YYYY-MM>` fuel consumed that month. Every change
+to a token or an account is announced on `cairn:auth:changes` (see `token_cache`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from cairn.auth.settings import DEFAULT_PLAN_ID
+from cairn.auth.token_cache import publish_change
 from cairn.runtime.timefmt import parse_rfc3339, rfc3339, utc_now
 
 # Golem's root token never expires in practice; 2100 is the date its docs use for "far future".
@@ -150,6 +152,7 @@ class AuthStore:
             # NX: the first write is the account's creation time.
             tx.zadd(self._index_key, {account.id: time.time()}, nx=True)
             await tx.execute()
+        await publish_change(self._r)
 
     async def index_accounts(self) -> int:
         """Adds accounts stored before the index existed (now as their creation time)."""
@@ -211,6 +214,7 @@ class AuthStore:
                     tx.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                     tx.set(key, json.dumps(asdict(changed) | {"roles": list(changed.roles)}))
                     await tx.execute()
+                    await publish_change(self._r)
                     return changed
                 except aioredis.WatchError:
                     continue
@@ -224,6 +228,7 @@ class AuthStore:
             tx.delete(f"{self._p}:usage:{account_id}")
             tx.zrem(self._index_key, account_id)
             await tx.execute()
+        await publish_change(self._r)
 
     async def account_for_identity(self, identity: str, candidate: Account) -> Account:
         """The account linked to an external identity, linking `candidate` if there is none.
@@ -254,7 +259,10 @@ class AuthStore:
     # --- tokens ---------------------------------------------------------------------------
 
     async def token_by_secret(self, secret: str) -> Token | None:
-        token_id = await self._r.get(self._secret_key(secret))
+        return await self.token_by_digest(secret_digest(secret))
+
+    async def token_by_digest(self, digest: str) -> Token | None:
+        token_id = await self._r.get(self._digest_key(digest))
         if token_id is None:
             return None
         return await self.token(_text(token_id))
@@ -296,6 +304,7 @@ class AuthStore:
                 tx.delete(self._digest_key(data["digest"]))
             tx.srem(self._tokens_key(data["account_id"]), token_id)
             await tx.execute()
+        await publish_change(self._r)
 
     async def bootstrap_root(self, account_id: str, email: str, secret: str) -> None:
         """Make the configured root token the root account's only bootstrap token (idempotent)."""

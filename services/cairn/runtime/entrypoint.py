@@ -35,6 +35,8 @@ class Wiring:
     register: Registrar
     # Readiness probes besides Redis's, by dependency name.
     probes: Mapping[str, Probe] = field(default_factory=dict)
+    # Work that runs beside the server while it serves, cancelled when it stops.
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
 
 
 # Builds the service's servicers from settings and a Redis client; returns what registers them.
@@ -71,13 +73,16 @@ async def serve(
             running.health, services, {"redis": redis.ping, **wiring.probes},
             interval=settings.readiness_interval_seconds,
         )
-        watching = asyncio.create_task(readiness.run())
+        tasks = [asyncio.create_task(readiness.run()),
+                 *(asyncio.create_task(work()) for work in wiring.background)]
         try:
             await run_until_signalled(running, settings.shutdown_grace_seconds)
         finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
         await redis.aclose()
 
