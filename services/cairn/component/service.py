@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -110,15 +112,24 @@ class _Analysed:
     template_exports: list[dict[str, object]]
 
 
+# Up to this size an upload is read into memory for analysis (indexing `bytes` is the fastest
+# read); a larger one is mapped instead, so memory holds only the pages the parser touches: it
+# skips custom sections and core code by their lengths. Mapped parsing is ~20% slower per byte.
+ANALYSE_IN_MEMORY_MAX = 8 << 20
+
+
 def _analyse_file(path: Path) -> _Analysed:
-    """Blocking: read the WASM once and extract its metadata in both API shapes."""
-    data = path.read_bytes()  # the one in-memory copy of the upload
+    """Blocking: extract the WASM's metadata in both API shapes."""
     try:
-        metadata = analyse_component(data)
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > ANALYSE_IN_MEMORY_MAX:
+                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    metadata = analyse_component(mapped)
+            else:
+                metadata = analyse_component(file.read())
     except InvalidComponent as err:
         raise InvalidRequest(err.message) from None
-    finally:
-        del data
     return _Analysed(metadata_to_json(metadata), template_exports_to_json(metadata))
 
 

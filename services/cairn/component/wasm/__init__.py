@@ -8,6 +8,8 @@ every defined core memory. Bad input raises `InvalidComponent`, whose message st
 
 from __future__ import annotations
 
+import mmap
+
 from .analysis import analyse_exports
 from .binary import Decoder
 from .errors import InvalidComponent, parsing_error
@@ -45,10 +47,12 @@ from .render import (
 )
 
 
-def analyse_component(data: bytes | bytearray | memoryview) -> ComponentMetadata:
-    """Parses a component binary and returns its metadata; raises InvalidComponent."""
+def analyse_component(data: bytes | bytearray | memoryview | mmap.mmap) -> ComponentMetadata:
+    """Parses a component binary and returns its metadata; raises InvalidComponent.
+
+    A memory-mapped file is read in place (only the pages the parser touches are loaded)."""
     # Indexing `bytes` is the fastest way to read single bytes in CPython; one copy is cheap.
-    raw = data if isinstance(data, bytes) else bytes(data)
+    raw = data if isinstance(data, bytes | mmap.mmap) else bytes(data)
     decoder = Decoder(raw)
     try:
         body, producers = decoder.decode()

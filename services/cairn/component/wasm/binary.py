@@ -10,6 +10,7 @@ Reference: component-model `design/mvp/Binary.md` (binary version 0x0d) and the 
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -54,12 +55,16 @@ class ComponentBody:
     items: list[Syntax] = field(default_factory=list)
 
 
+# The input: bytes, or a read-only memory map of a large upload (indexes and slices alike).
+Binary = bytes | mmap.mmap
+
+
 class Reader:
     """A cursor over the input with bounds-checked LEB128 and name decoding."""
 
     __slots__ = ("data", "end", "pos")
 
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+    def __init__(self, data: Binary, pos: int = 0, end: int | None = None) -> None:
         self.data = data
         self.pos = pos
         self.end = len(data) if end is None else end
@@ -200,7 +205,7 @@ def check_preamble(r: Reader, *, component: bool) -> None:
 class Decoder:
     """Decodes a component (recursively) and gathers memories and producers."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: Binary) -> None:
         self.r = Reader(data)
         self.memories: list[LinearMemory] = []
 
