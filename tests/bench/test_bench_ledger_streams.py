@@ -19,18 +19,11 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from cairn.auth.ledger_jwt import LedgerTokenPolicy
-from cairn.blobstore.disk import DiskBlobStore
-from cairn.ledger.packages import PackageRegistry
-from cairn.ledger.service import LedgerService
-from cairn.ledger.store import LedgerStore
-from cairn.ledger.streams import (
-    AUTH_SUBPROTOCOL,
-    StreamServer,
-    StreamSettings,
-    TransactionFeed,
-    start_stream_server,
-    stream_redis,
-)
+from cairn.ledger.app import LedgerApp
+from cairn.ledger.feed import feed_redis
+from cairn.ledger.settings import LedgerSettings
+from cairn.ledger.streams import StreamSettings
+from cairn.ledger.websocket import AUTH_SUBPROTOCOL, StreamServer
 
 pytestmark = pytest.mark.bench
 
@@ -46,21 +39,20 @@ PROTOCOLS = [f"jwt.token.{ALICE}", AUTH_SUBPROTOCOL]
 
 
 async def start(redis: aioredis.Redis, redis_url: str, tmp_path: Path, shared_fixtures: Path
-                ) -> tuple[LedgerService, StreamServer, TransactionFeed]:
-    """The ledger's use cases (commands are issued directly) and its stream server, which has
-    its own bounded Redis client as in `python -m cairn.ledger`."""
-    store = LedgerStore(redis)
-    packages = PackageRegistry(store, DiskBlobStore(tmp_path / "blobs"), 64 << 20)
-    ledger = LedgerService(store, packages)
-    await ledger.upload_dar((shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes())
-    server, feed = await start_stream_server("127.0.0.1", StreamSettings(port=0),
-                                             stream_redis(redis_url), packages,
-                                             LedgerTokenPolicy())
-    return ledger, server, feed
+                ) -> tuple[LedgerApp, StreamServer]:
+    """The ledger's parts (commands are issued directly) and its stream server, with the feed's
+    own bounded Redis client as in `python -m cairn.ledger`."""
+    settings = LedgerSettings(blob_env={"CAIRN_BLOB_DIR": str(tmp_path / "blobs")})
+    app = await LedgerApp.start(redis, feed_redis(redis_url), settings, "bench")
+    await app.service.upload_dar(
+        (shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes())
+    server = StreamServer(app.streams, LedgerTokenPolicy(), StreamSettings(port=0))
+    await server.start("127.0.0.1")
+    return app, server
 
 
-async def create_iou(ledger: LedgerService) -> None:
-    await ledger.create(await LedgerTokenPolicy().verify(ALICE), "Iou:Iou", IOU, None)
+async def create_iou(app: LedgerApp) -> None:
+    await app.service.create(await LedgerTokenPolicy().verify(ALICE), "Iou:Iou", IOU)
 
 
 async def _until_offset(ws: ClientConnection) -> None:
@@ -71,7 +63,7 @@ async def _until_offset(ws: ClientConnection) -> None:
 @pytest.mark.parametrize("streams", [1, 50, 200])
 async def test_commit_to_frame_latency(redis: aioredis.Redis, redis_url: str, tmp_path: Path,
                                        shared_fixtures: Path, streams: int) -> None:
-    ledger, server, feed = await start(redis, redis_url, tmp_path, shared_fixtures)
+    app, server = await start(redis, redis_url, tmp_path, shared_fixtures)
     url = f"ws://127.0.0.1:{server.port}/v1/stream/query"
     sockets = [await connect(url, subprotocols=PROTOCOLS)  # type: ignore[arg-type]
                for _ in range(streams)]
@@ -82,7 +74,7 @@ async def test_commit_to_frame_latency(redis: aioredis.Redis, redis_url: str, tm
     first: list[float] = []
     last: list[float] = []
     for _ in range(30):
-        await create_iou(ledger)
+        await create_iou(app)
         committed = time.perf_counter()
         arrivals = []
         for ws in sockets:
@@ -96,15 +88,15 @@ async def test_commit_to_frame_latency(redis: aioredis.Redis, redis_url: str, tm
     for ws in sockets:
         await ws.close()
     await server.close()
-    await feed.close()
+    await app.close()
 
 
 async def test_snapshot_throughput(redis: aioredis.Redis, redis_url: str, tmp_path: Path,
                                    shared_fixtures: Path) -> None:
-    ledger, server, feed = await start(redis, redis_url, tmp_path, shared_fixtures)
+    app, server = await start(redis, redis_url, tmp_path, shared_fixtures)
     count = 2000
     for batch in range(0, count, 100):
-        await asyncio.gather(*(create_iou(ledger) for _ in range(batch, batch + 100)))
+        await asyncio.gather(*(create_iou(app) for _ in range(batch, batch + 100)))
     url = f"ws://127.0.0.1:{server.port}/v1/stream/query"
     timings = []
     for _ in range(5):
@@ -125,4 +117,4 @@ async def test_snapshot_throughput(redis: aioredis.Redis, redis_url: str, tmp_pa
           f"median {statistics.median(timings) * 1000:.0f} ms, best {best * 1000:.0f} ms "
           f"= {count / best:.0f} contracts/s")
     await server.close()
-    await feed.close()
+    await app.close()

@@ -1,7 +1,7 @@
 """CAIRN_REDIS_URL with credentials (an ACL user) and with TLS (`rediss://`) reaches a real Redis.
 
 Both clients every service builds from the URL are exercised: the process-wide client
-(`cairn.runtime.redis.connect`) and the ledger streams' pooled one (`stream_redis`). The embedded
+(`cairn.runtime.redis.connect`) and the ledger feed's pooled one (`feed_redis`). The embedded
 redis-server is built without TLS, so TLS is terminated by a small proxy in front of it; the client
 side (what Cairn controls) is real TLS, verified against a private CA given in the URL.
 """
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cairn.ledger.streams import stream_redis
+from cairn.ledger.feed import feed_redis
 from cairn.runtime.redis import connect
 from cairn.stack.launcher import free_port, redis_server_binary
 
@@ -76,7 +76,7 @@ async def _round_trip(client: aioredis.Redis) -> None:
         await client.aclose()
 
 
-@pytest.mark.parametrize("make_client", [connect, stream_redis])
+@pytest.mark.parametrize("make_client", [connect, feed_redis])
 async def test_url_with_acl_credentials(acl_redis: int, make_client: object) -> None:
     url = f"redis://{USER}:{PASSWORD}@127.0.0.1:{acl_redis}/0"
     assert callable(make_client)
@@ -150,7 +150,7 @@ async def tls_proxy(acl_redis: int, tmp_path: Path) -> AsyncIterator[tuple[int, 
         server.close()
 
 
-@pytest.mark.parametrize("make_client", [connect, stream_redis])
+@pytest.mark.parametrize("make_client", [connect, feed_redis])
 async def test_rediss_url_verifies_the_server_and_works(
     tls_proxy: tuple[int, Path], make_client: object
 ) -> None:

@@ -49,8 +49,7 @@ async def showcased(redis: aioredis.Redis, tmp_path: Path,
     await create(ledger, TEMPLATE, showcase(5, "bob's", "2020-01-01T00:00:00Z", "5", None,
                                             operator="Bob"), token=BOB)
     yield ledger
-    await ledger.channel.close(None)
-    await ledger.server.stop(0)
+    await ledger.stop()
 
 
 async def integers(ledger: Ledger, q: Any, token: str = ALICE) -> list[int]:

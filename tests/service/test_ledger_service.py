@@ -26,14 +26,11 @@ from cairn.auth.ledger_jwt import (
     encode_jwt_hs256,
     sign_claims,
 )
-from cairn.blobstore.disk import DiskBlobStore
-from cairn.ledger.grpc_api import LedgerApi, LedgerCallers
+from cairn.ledger.app import LedgerApp
 from cairn.ledger.lf.ast import PrimType, TBuiltin, TCon, TNat, Type
 from cairn.ledger.lf.dar import load_dar
 from cairn.ledger.lf.packages import PackageSet
-from cairn.ledger.packages import PackageRegistry
-from cairn.ledger.service import LedgerService
-from cairn.ledger.store import LedgerStore
+from cairn.ledger.settings import LedgerSettings
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from cairn.runtime.errors import ErrorStyle
@@ -63,26 +60,38 @@ TEST_DARS = ["1.6", "1.7", "1.8", "1.11", "1.12", "1.13", "1.14", "1.15"]
 class Ledger:
     server: RunningServer
     channel: grpc.aio.Channel
+    app: LedgerApp
+    feed_redis: aioredis.Redis
 
     @property
     def stub(self) -> pb_grpc.LedgerServiceAsyncStub:
         return pb_grpc.LedgerServiceStub(self.channel)
 
+    async def stop(self) -> None:
+        await self.channel.close(None)
+        await self.server.stop(0)
+        await self.app.close()
+        await self.feed_redis.aclose()
+
 
 async def start_ledger(redis: aioredis.Redis, blob_dir: Path,
-                       policy: LedgerTokenPolicy | None = None) -> Ledger:
-    store = LedgerStore(redis)
-    packages = PackageRegistry(store, DiskBlobStore(blob_dir), 64 << 20)
-    await packages.refresh()
-    api = LedgerApi(LedgerService(store, packages),
-                    LedgerCallers(policy or LedgerTokenPolicy(), INTERNAL_SECRET))
+                       policy: LedgerTokenPolicy | None = None,
+                       settings: LedgerSettings | None = None,
+                       heartbeat_seconds: float = 5.0) -> Ledger:
+    """The ledger servicer (with its query store and feed) on a real socket."""
+    settings = settings or LedgerSettings(policy or LedgerTokenPolicy(),
+                                          blob_env={"CAIRN_BLOB_DIR": str(blob_dir)})
+    url = redis.get_connection_kwargs()
+    feed_client = aioredis.Redis(host=url["host"], port=url["port"], db=url.get("db", 0))
+    app = await LedgerApp.start(redis, feed_client, settings, INTERNAL_SECRET, heartbeat_seconds)
 
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_LedgerServiceServicer_to_server(api, server)
+        pb_grpc.add_LedgerServiceServicer_to_server(app.api, server)
 
     server = await start_server(register=register, services=["cairn.ledger.v1.LedgerService"],
                                 style=ErrorStyle.LEDGER)
-    return Ledger(server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
+    return Ledger(server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"), app,
+                  feed_client)
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -148,8 +157,7 @@ async def failure(call: Any) -> tuple[int, Any]:
 async def ledger(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Ledger]:
     running = await start_ledger(redis, tmp_path / "blobs")
     yield running
-    await running.channel.close(None)
-    await running.server.stop(0)
+    await running.stop()
 
 
 @pytest.fixture
@@ -524,5 +532,4 @@ async def test_verified_mode_checks_hs256_signatures(
         assert await failure(create(verified, "Iou:Iou", IOU, token=expired)) == (
             401, {"status": 401, "errors": ["Access token has expired"]})
     finally:
-        await verified.channel.close(None)
-        await verified.server.stop(0)
+        await verified.stop()

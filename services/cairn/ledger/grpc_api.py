@@ -26,17 +26,28 @@ from cairn.auth.ledger_jwt import (
 )
 from cairn.ledger.model import (
     ArchivedContract,
+    CommandMeta,
+    ContractRow,
+    Deduplication,
     Party,
     StoredContract,
     TransactionEvent,
     event_json,
 )
 from cairn.ledger.service import Exercised, LedgerService
+from cairn.ledger.store import format_offset
+from cairn.ledger.streams import (
+    Block,
+    Created,
+    LedgerStreams,
+    Warnings,
+    parse_offset,
+)
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from cairn.runtime.callers import bearer_secret
 from cairn.runtime.errors import InvalidRequest, Unauthenticated
-from cairn.runtime.rest import is_rest, json_body
+from cairn.runtime.rest import JSON_CONTENT_TYPE, dumps, is_rest, json_body
 
 Context = grpc.aio.ServicerContext[Any, Any]
 OCTET_STREAM = "application/octet-stream"
@@ -94,6 +105,21 @@ def envelope(result: Any, warnings: dict[str, Any] | None = None) -> httpbody_pb
     if warnings:
         body["warnings"] = warnings
     return json_body(body)
+
+
+def rows_envelope(rows: list[ContractRow], warnings: dict[str, Any] | None = None
+                  ) -> httpbody_pb2.HttpBody:
+    """`envelope([contract JSON, ...])` spliced from the stored texts, nothing re-rendered."""
+    head = b'{"status":200,"result":['
+    texts = ",".join(row.text or "" for row in rows).encode()
+    tail = b"]" + (b',"warnings":' + dumps(warnings) if warnings else b"") + b"}"
+    return httpbody_pb2.HttpBody(content_type=JSON_CONTENT_TYPE, data=head + texts + tail)
+
+
+def row_envelope(row: ContractRow | None) -> httpbody_pb2.HttpBody:
+    text = "null" if row is None else row.text or "null"
+    return httpbody_pb2.HttpBody(content_type=JSON_CONTENT_TYPE,
+                                 data=('{"status":200,"result":' + text + "}").encode())
 
 
 def value_from_pb(value: struct_pb2.Value) -> Any:
@@ -159,11 +185,81 @@ def _required(body: dict[str, Any], what: str, *names: str) -> None:
                              f"{', '.join(missing)}")
 
 
-def _command_id(body: dict[str, Any]) -> str | None:
-    meta = body.get("meta") or {}
+def _meta_error(meta: Any, cause: str) -> InvalidRequest:
+    return InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(meta)}>. Cause: "
+                          f"spray.json.DeserializationException: {cause}")
+
+
+def _parties(meta: dict[str, Any], name: str, non_empty: bool) -> tuple[str, ...] | None:
+    value = meta.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise _meta_error(meta, f"{name} must be a JSON array of party identifiers")
+    if non_empty and not value:
+        raise _meta_error(meta, f"{name} must be a JSON array with at least 1 element")
+    return tuple(value)
+
+
+def _offset_text(raw: object) -> str:
+    """A ledger offset given in a command, as the ledger writes offsets (20 digits)."""
+    return format_offset(parse_offset(raw))
+
+
+def parse_meta(body: dict[str, Any]) -> CommandMeta:
+    """A JSON command's `meta`: `commandId`, `actAs`, `readAs`, `submissionId`,
+    `deduplicationPeriod` (`{"type":"Duration","durationInMillis":N}` or
+    `{"type":"Offset","offset":"<offset>"}`), as the JSON API of SDK 2.x reads them."""
+    meta = body.get("meta")
+    if meta is None:
+        return CommandMeta()
     if not isinstance(meta, dict):
-        raise InvalidRequest("meta must be a JSON object")
-    return _optional_text(meta, "commandId")
+        raise _meta_error(meta, "meta must be a JSON object")
+    period = meta.get("deduplicationPeriod")
+    deduplication = None
+    if period is not None:
+        kind = period.get("type") if isinstance(period, dict) else None
+        if kind == "Duration":
+            millis = period.get("durationInMillis")
+            if (not isinstance(millis, int) or isinstance(millis, bool) or millis < 0
+                    or millis >= 1 << 63):
+                raise _meta_error(period, "durationInMillis must be a non-negative JSON number "
+                                          "of milliseconds")
+            deduplication = Deduplication(window_ms=millis)
+        elif kind == "Offset":
+            deduplication = Deduplication(after_offset=_offset_text(period.get("offset")))
+        else:
+            raise _meta_error(period, "deduplicationPeriod must be {\"type\": \"Duration\", "
+                                      "\"durationInMillis\": ...} or {\"type\": \"Offset\", "
+                                      "\"offset\": ...}")
+    submission_id = _optional_text(meta, "submissionId")
+    if submission_id is not None and not 0 < len(submission_id) <= 255:
+        raise _meta_error(meta, "submissionId must be 1 to 255 characters")
+    return CommandMeta(
+        command_id=_optional_text(meta, "commandId"),
+        act_as=_parties(meta, "actAs", non_empty=True),
+        read_as=_parties(meta, "readAs", non_empty=False),
+        submission_id=submission_id,
+        deduplication=deduplication,
+    )
+
+
+def meta_from_pb(meta: pb.CommandMeta) -> CommandMeta:
+    period = meta.WhichOneof("deduplication_period")
+    deduplication = None
+    if period == "deduplication_duration_ms":
+        if meta.deduplication_duration_ms < 0:
+            raise InvalidRequest("deduplication_duration_ms must not be negative")
+        deduplication = Deduplication(window_ms=meta.deduplication_duration_ms)
+    elif period == "deduplication_offset":
+        deduplication = Deduplication(after_offset=_offset_text(meta.deduplication_offset))
+    return CommandMeta(
+        command_id=meta.command_id or None,
+        act_as=tuple(meta.act_as) or None,
+        read_as=tuple(meta.read_as) or None,
+        submission_id=meta.submission_id or None,
+        deduplication=deduplication,
+    )
 
 
 def _typed_argument(request: pb.ExerciseRequest | pb.CreateAndExerciseRequest) -> Any:
@@ -188,10 +284,29 @@ def _optional_text(data: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def stream_response(block: Block) -> pb.StreamResponse:
+    if isinstance(block, Warnings):
+        return pb.StreamResponse(unknown_template_ids=block.unknown_template_ids)
+    events = []
+    for event in block.events:
+        if isinstance(event, Created):
+            events.append(pb.StreamEvent(created=contract_to_pb(event.row.contract()),
+                                         matched_queries=event.matched_queries or ()))
+        else:
+            events.append(pb.StreamEvent(archived=pb.ArchivedContract(
+                contract_id=event.contract_id, template_id=event.template_id)))
+    response = pb.StreamResponse(events=events, snapshot=not block.has_offset)
+    if block.offset is not None:
+        response.offset = block.offset
+    return response
+
+
 class LedgerApi(pb_grpc.LedgerServiceServicer):
-    def __init__(self, ledger: LedgerService, callers: LedgerCallers) -> None:
+    def __init__(self, ledger: LedgerService, callers: LedgerCallers,
+                 streams: LedgerStreams) -> None:
         self._ledger = ledger
         self._callers = callers
+        self._streams = streams
 
     # ------------------------------------------------------------------ commands
     async def Create(self, request: pb.CreateRequest, context: Context) -> pb.CreateResponse:
@@ -202,17 +317,14 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
                 raise InvalidRequest(f"JsonReaderError. Cannot read JSON: <{_short(body)}>. "
                                      f"Cause: spray.json.DeserializationException: a create "
                                      f"command requires templateId and payload")
-            meta = body.get("meta") or {}
-            if not isinstance(meta, dict):
-                raise InvalidRequest("meta must be a JSON object")
             created = await self._ledger.create(claims, body["templateId"], body["payload"],
-                                                _optional_text(meta, "commandId"))
+                                                parse_meta(body))
             result = {**created.contract.to_json(),
                       "completionOffset": created.completion_offset}
             return pb.CreateResponse(rest=envelope(result))
         created = await self._ledger.create(claims, request.template_id,
                                             value_from_pb(request.payload),
-                                            request.meta.command_id or None)
+                                            meta_from_pb(request.meta))
         return pb.CreateResponse(contract=contract_to_pb(created.contract),
                                  completion_offset=created.completion_offset)
 
@@ -229,7 +341,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
             choice: object = body["choice"]
             argument: Any = body["argument"]
             choice_interface: object = body.get("choiceInterfaceId")
-            command_id = _command_id(body)
+            meta = parse_meta(body)
         else:
             contract_id = request.contract_id or None
             has_key = request.HasField("key")
@@ -237,14 +349,14 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
             template, choice = request.template_id, request.choice
             argument = _typed_argument(request)
             choice_interface = request.choice_interface_id or None
-            command_id = request.meta.command_id or None
+            meta = meta_from_pb(request.meta)
         if has_key == (contract_id is not None):
             raise InvalidRequest("JsonReaderError. Cannot read JSON: exercise command. Cause: "
                                  "spray.json.DeserializationException: ContractLocator "
                                  "requires either key or contractId field")
         exercised = await self._ledger.exercise(
             claims, template, choice, argument, contract_id=contract_id, by_key=has_key,
-            key=key, choice_interface=choice_interface, command_id=command_id)
+            key=key, choice_interface=choice_interface, meta=meta)
         return exercised_reply(exercised, is_rest(context))
 
     async def CreateAndExercise(self, request: pb.CreateAndExerciseRequest,
@@ -256,14 +368,14 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
                       "templateId", "payload", "choice", "argument")
             exercised = await self._ledger.create_and_exercise(
                 claims, body["templateId"], body["payload"], body["choice"], body["argument"],
-                _command_id(body))
+                parse_meta(body))
             return exercised_reply(exercised, True)
         if not request.HasField("payload"):
             raise InvalidRequest("payload is required: the contract argument in the DAML-LF "
                                  "JSON encoding")
         exercised = await self._ledger.create_and_exercise(
             claims, request.template_id, value_from_pb(request.payload), request.choice,
-            _typed_argument(request), request.meta.command_id or None)
+            _typed_argument(request), meta_from_pb(request.meta))
         return exercised_reply(exercised, False)
 
     # ------------------------------------------------------------------ reads
@@ -281,7 +393,7 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
             template = request.template_id or None
             has_key = request.HasField("key")
             key = value_from_pb(request.key) if has_key else None
-            readers = None
+            readers = list(request.readers) or None
         claims = self._restrict(claims, readers)
         if has_key == (contract_id is not None):
             raise InvalidRequest("JsonReaderError. Cannot read JSON: fetch request. Cause: "
@@ -294,10 +406,10 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
         else:
             found = await self._ledger.fetch_by_id(claims, contract_id, template)
         if is_rest(context):
-            return pb.FetchResponse(rest=envelope(None if found is None else found.to_json()))
+            return pb.FetchResponse(rest=row_envelope(found))
         response = pb.FetchResponse()
         if found is not None:
-            response.contract.CopyFrom(contract_to_pb(found))
+            response.contract.CopyFrom(contract_to_pb(found.contract()))
         return response
 
     @staticmethod
@@ -334,22 +446,22 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
             templates = list(request.template_ids)
             query = (_exact_numbers(json_format.MessageToDict(request.query))
                      if request.HasField("query") else None)
+            claims = self._restrict(claims, list(request.readers) or None)
         if query is not None and not isinstance(query, dict):
             raise InvalidRequest("query must be a JSON object")
         result = await self._ledger.query(claims, templates, query)
         if is_rest(context):
             warnings = ({"unknownTemplateIds": result.unknown_template_ids}
                         if result.unknown_template_ids else None)
-            return pb.QueryResponse(rest=envelope([c.to_json() for c in result.contracts],
-                                                  warnings))
-        return pb.QueryResponse(contracts=[contract_to_pb(c) for c in result.contracts],
+            return pb.QueryResponse(rest=rows_envelope(result.contracts, warnings))
+        return pb.QueryResponse(contracts=[contract_to_pb(c.contract()) for c in result.contracts],
                                 unknown_template_ids=result.unknown_template_ids)
 
     async def QueryAll(self, request: pb.QueryAllRequest, context: Context) -> pb.QueryResponse:
         contracts = await self._ledger.query_all(await self._callers.resolve(context))
         if is_rest(context):
-            return pb.QueryResponse(rest=envelope([c.to_json() for c in contracts]))
-        return pb.QueryResponse(contracts=[contract_to_pb(c) for c in contracts])
+            return pb.QueryResponse(rest=rows_envelope(contracts))
+        return pb.QueryResponse(contracts=[contract_to_pb(c.contract()) for c in contracts])
 
     # ------------------------------------------------------------------ parties
     async def ListParties(self, request: pb.ListPartiesRequest,
@@ -419,3 +531,37 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
         async with reader:
             async for chunk in reader:
                 yield httpbody_pb2.HttpBody(content_type=OCTET_STREAM, data=chunk)
+
+    # ------------------------------------------------------------------ streams
+    # The requests become the JSON API's request objects, so both transports share one parser
+    # (and its errors).
+    async def StreamQuery(self, request: pb.StreamQueryRequest,
+                          context: Context) -> AsyncIterator[pb.StreamResponse]:
+        claims = await self._callers.resolve(context)
+        queries: list[dict[str, Any]] = []
+        for query in request.queries:
+            element: dict[str, Any] = {"templateIds": list(query.template_ids)}
+            if query.HasField("query"):
+                element["query"] = _exact_numbers(json_format.MessageToDict(query.query))
+            if query.HasField("offset"):
+                element["offset"] = query.offset
+            queries.append(element)
+        offset = parse_offset(request.offset) if request.HasField("offset") else None
+        stream = await self._streams.compiler.query(claims, queries, offset)
+        async for block in self._streams.run(stream):
+            yield stream_response(block)
+
+    async def StreamFetch(self, request: pb.StreamFetchRequest,
+                          context: Context) -> AsyncIterator[pb.StreamResponse]:
+        claims = await self._callers.resolve(context)
+        keys: list[dict[str, Any]] = []
+        for key in request.keys:
+            element: dict[str, Any] = {"templateId": key.template_id,
+                                       "key": value_from_pb(key.key)}
+            if key.HasField("contract_id_at_offset"):
+                element["contractIdAtOffset"] = key.contract_id_at_offset or None
+            keys.append(element)
+        offset = parse_offset(request.offset) if request.HasField("offset") else None
+        stream = await self._streams.compiler.fetch(claims, keys, offset)
+        async for block in self._streams.run(stream):
+            yield stream_response(block)

@@ -1,17 +1,18 @@
-"""The ledger's stored records: active contracts (already JSON-encoded), parties, and the events
-a transaction reports.
+"""The ledger's records: active contracts (already JSON-encoded), parties, and the events a
+transaction reports.
 
-Contracts are kept in the DAML-LF JSON encoding the JSON API answers with, so reads need no
-engine at all. The contract-key index is addressed by a digest of the engine's canonical form of
-the key value (`value_key`), the same form the engine compares keys by, so the JSON spelling of a
-key (`"300000"` or `300000.0`) never matters.
+Contracts are kept as the JSON API's active contract object, rendered once when they are created
+(`StoredContract.to_text`), so reads need no engine and send stored text as it is. The contract-key
+index is addressed by a digest of the engine's canonical form of the key value (`value_key`), the
+same form the engine compares keys by, so the JSON spelling of a key (`"300000"` or `300000.0`)
+never matters.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.ledger.lf.value import value_key
@@ -63,38 +64,67 @@ class StoredContract:
         body["templateId"] = self.template_id
         return body
 
-    def to_record(self) -> str:
-        record: dict[str, Any] = {
-            "cid": self.contract_id,
-            "tid": self.template_id,
-            "payload": self.payload,
-            "sig": list(self.signatories),
-            "obs": list(self.observers),
-            "agr": self.agreement_text,
-        }
-        if self.has_key:
-            record["key"] = self.key
-            record["slot"] = self.key_slot
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    def to_text(self) -> str:
+        """`to_json` as compact JSON: the stored form, and exactly what clients receive."""
+        return compact(self.to_json())
 
     @classmethod
-    def from_record(cls, raw: bytes | str) -> StoredContract:
-        return cls.from_data(json.loads(raw))
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> StoredContract:
-        """From a parsed record."""
+    def from_json(cls, data: dict[str, Any], key_slot: str | None) -> StoredContract:
+        """From a parsed active contract object (`to_json`) and the key's index slot."""
         return cls(
-            contract_id=data["cid"],
-            template_id=data["tid"],
+            contract_id=data["contractId"],
+            template_id=data["templateId"],
             payload=data["payload"],
-            signatories=tuple(data["sig"]),
-            observers=tuple(data["obs"]),
-            agreement_text=data["agr"],
+            signatories=tuple(data["signatories"]),
+            observers=tuple(data["observers"]),
+            agreement_text=data["agreementText"],
             has_key="key" in data,
             key=data.get("key"),
-            key_slot=data.get("slot"),
+            key_slot=key_slot,
         )
+
+
+def compact(value: Any) -> str:
+    """Compact JSON with UTF-8 text kept as is (never a raw newline: newlines are escaped)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class ContractRow:
+    """An active contract as the query store holds it: what queries filter on, and the JSON
+    text (`StoredContract.to_text`) they answer with.
+
+    `payload` and `text` are None while the row is cold (evicted to bound the store's memory);
+    the store loads them again from Redis when a read needs them.
+    """
+
+    __slots__ = ("contract_id", "key_slot", "offset", "parties", "payload", "template_id",
+                 "text")
+
+    def __init__(self, contract_id: str, template_id: str, parties: tuple[str, ...],
+                 key_slot: str | None, offset: int, payload: Any, text: str | None) -> None:
+        self.contract_id = contract_id
+        self.template_id = template_id
+        self.parties = parties  # the stakeholders: signatories and observers, each once
+        self.key_slot = key_slot
+        self.offset = offset  # the offset of the transaction that created it
+        self.payload = payload
+        self.text = text
+
+    @classmethod
+    def parse(cls, text: str, offset: int, key_slot: str | None,
+              data: dict[str, Any] | None = None) -> ContractRow:
+        """From the stored text (`data`: the text already parsed)."""
+        data = json.loads(text) if data is None else data
+        parties = tuple(dict.fromkeys((*data["signatories"], *data["observers"])))
+        return cls(data["contractId"], data["templateId"], parties, key_slot, offset,
+                   data["payload"], text)
+
+    def visible_to(self, parties: frozenset[str]) -> bool:
+        return not parties.isdisjoint(self.parties)
+
+    def contract(self) -> StoredContract:
+        assert self.text is not None, "a cold row has no contract to show"
+        return StoredContract.from_json(json.loads(self.text), self.key_slot)
 
 
 @dataclass(frozen=True)
@@ -143,6 +173,31 @@ class Party:
 
 
 @dataclass(frozen=True)
+class Deduplication:
+    """Which earlier submissions of the same command make a new one a duplicate: those within
+    the last `window_ms` milliseconds (None: the ledger's maximum period), or those committed
+    after `after_offset`."""
+
+    window_ms: int | None = None
+    after_offset: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandMeta:
+    """A command's `meta`: its id, the parties it acts and reads as (None: the token's), its
+    submission id and deduplication period."""
+
+    command_id: str | None = None
+    act_as: tuple[str, ...] | None = None
+    read_as: tuple[str, ...] | None = None
+    submission_id: str | None = None
+    deduplication: Deduplication | None = None
+
+
+NO_META = CommandMeta()
+
+
+@dataclass(frozen=True)
 class Commit:
     """One transaction for the store: what it read, archives and creates, atomically."""
 
@@ -154,3 +209,5 @@ class Commit:
     key_expectations: tuple[tuple[str, str, str | None], ...] = ()
     # Deduplication: (application id, act-as parties, command id).
     command: tuple[str, tuple[str, ...], str] | None = None
+    deduplication: Deduplication = field(default_factory=Deduplication)
+    submission_id: str | None = None

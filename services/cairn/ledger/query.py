@@ -5,7 +5,9 @@ A query is typed by the template's payload record: an object constrains the fiel
 equality, and Int64, Numeric, Text, Date and Timestamp fields also accept range objects with
 `%lt`/`%lte`/`%gt`/`%gte`. Lists and maps cannot be queried. Literals are decoded with the LF JSON
 rules (so `999.99` and `"999.99"` mean the same Numeric) and compared with the stored payloads,
-which are kept in the canonical LF JSON encoding.
+which are kept in the canonical LF JSON encoding: each value has exactly one encoding, so an
+equality is a plain comparison with the literal's canonical encoding (the query store runs these
+predicates over every candidate contract, so they are kept to one call per contract).
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ _UNQUERYABLE = {PrimType.LIST: "PrimTypeList", PrimType.TEXTMAP: "PrimTypeTextMa
                 PrimType.GENMAP: "PrimTypeGenMap"}
 
 
+_NOT_SCALAR = object()
+
+
 class QueryError(InvalidRequest):
     """The query does not fit the template's payload type."""
 
 
-def _always(_: Any) -> bool:
+def always(_: Any) -> bool:
+    """The predicate of an empty query."""
     return True
 
 
@@ -78,8 +84,19 @@ class QueryCompiler:
             unknown = sorted(set(query) - set(field_types))
             if unknown:
                 raise QueryError(f"{name} does not have fields {', '.join(unknown)}")
-            fields = [(f, self._compile(field_types[f], q)) for f, q in query.items()]
-            return lambda value: all(p(value[f]) for f, p in fields)
+            equal: list[tuple[str, Any]] = []
+            other: list[tuple[str, Predicate]] = []
+            for f, q in query.items():
+                canonical = self._scalar_equality(field_types[f], q)
+                if canonical is not _NOT_SCALAR:
+                    equal.append((f, canonical))
+                else:
+                    other.append((f, self._compile(field_types[f], q)))
+            if not other and len(equal) == 1:
+                (name, wanted), = equal
+                return lambda value: bool(value[name] == wanted)
+            return lambda value: (all(value[f] == c for f, c in equal)
+                                  and all(p(value[f]) for f, p in other))
         if data_type.kind == "variant":
             if not isinstance(query, dict) or set(query) != {"tag", "value"}:
                 raise QueryError(f"Expected {{\"tag\": ..., \"value\": ...}} to query variant "
@@ -103,15 +120,20 @@ class QueryCompiler:
             raise QueryError(f"{_UNQUERYABLE[prim]} not supported")
         if prim is PrimType.OPTIONAL:
             return self._compile_optional(type_.args[0], query, nested=False)
-        if prim in _ORDERED:
-            if isinstance(query, dict):
-                return self._compile_range(type_, query)
-            wanted = _order_key(prim, self._canonical(type_, query))
-            return lambda value: bool(_order_key(prim, value) == wanted)
-        if prim in _EQUALITY_ONLY:
+        if prim in _ORDERED and isinstance(query, dict):
+            return self._compile_range(type_, query)
+        if prim in _ORDERED or prim in _EQUALITY_ONLY:
             canonical = self._canonical(type_, query)
             return lambda value: bool(value == canonical)
         raise QueryError(f"{prim.name} cannot be queried")
+
+    def _scalar_equality(self, type_: Type, query: Any) -> Any:
+        """The canonical encoding a scalar equality compares with, else _NOT_SCALAR."""
+        resolved = self._codec.resolve(type_)
+        if (isinstance(resolved, TBuiltin) and not isinstance(query, dict)
+                and (resolved.prim in _ORDERED or resolved.prim in _EQUALITY_ONLY)):
+            return self._canonical(resolved, query)
+        return _NOT_SCALAR
 
     def _compile_range(self, type_: TBuiltin, query: dict[str, Any]) -> Predicate:
         prim = type_.prim
@@ -164,5 +186,5 @@ class QueryCompiler:
 def compile_query(codec: JsonCodec, payload_type: Type, query: Any) -> Predicate:
     """The predicate of a `/v1/query` `query` object for one template (None/{}: everything)."""
     if query is None or query == {}:
-        return _always
+        return always
     return QueryCompiler(codec).compile(payload_type, query)

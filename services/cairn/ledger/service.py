@@ -3,9 +3,11 @@ with the JSON API's rules.
 
 Commands are interpreted by the engine against the packages in this process (in a worker thread,
 reading contracts and keys through `RedisLedgerView`) and committed to Redis in one atomic step
-(`LedgerStore.commit`), which re-checks what the command relied on.
-Reads are scoped to the parties of the caller's token: a contract is visible to its stakeholders.
-Error texts follow the JSON API (see ../shared/research/daml.md §3d).
+(`LedgerStore.commit`), which re-checks what the command relied on and appends the transaction to
+the log. Reads answer from this replica's query store (`QueryStore`, kept current by the
+`LedgerFeed`) once it has caught up with the ledger end, so they reflect every command answered
+before them on any replica. Reads are scoped to the reading parties: a contract is visible to its
+stakeholders. Error texts follow the JSON API (see ../shared/research/daml.md §3d).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from cairn.auth.ledger_jwt import LedgerClaims
 from cairn.blobstore.port import BlobReader
 from cairn.ledger.codec import CodecError, decode_party
+from cairn.ledger.feed import LedgerFeed
 from cairn.ledger.lf.ast import Choice, Identifier, TCon
 from cairn.ledger.lf.dar import Dar
 from cairn.ledger.lf.engine import Contract, Transaction
@@ -33,8 +36,12 @@ from cairn.ledger.lf.errors import (
 )
 from cairn.ledger.lf.interp import CreatedEvent, ExercisedEvent
 from cairn.ledger.model import (
+    NO_META,
     ArchivedContract,
+    CommandMeta,
     Commit,
+    ContractRow,
+    Deduplication,
     Party,
     StoredContract,
     TransactionEvent,
@@ -47,7 +54,7 @@ from cairn.ledger.packages import (
     parse_template_ref,
     template_id_text,
 )
-from cairn.ledger.query import compile_query
+from cairn.ledger.query import always, compile_query
 from cairn.ledger.store import CommitRejected, LedgerStore
 from cairn.ledger.view import RedisLedgerView
 from cairn.runtime.errors import (
@@ -56,6 +63,7 @@ from cairn.runtime.errors import (
     ErrorStyle,
     InvalidRequest,
     NotFound,
+    PermissionDenied,
     ServiceError,
     Unauthenticated,
 )
@@ -97,6 +105,30 @@ def require_command_claims(claims: LedgerClaims) -> None:
         raise Unauthenticated("Expected one or more parties in actAs but got none")
 
 
+@dataclass(frozen=True)
+class Submitter:
+    """Who a command acts and reads as: `meta.actAs`/`meta.readAs`, else the token's parties."""
+
+    act_as: tuple[str, ...]
+    read_as: tuple[str, ...]
+
+
+def submitter(claims: LedgerClaims, meta: CommandMeta) -> Submitter:
+    """The command's parties; each must be granted by the token (acting implies reading)."""
+    require_command_claims(claims)
+    act_as = claims.act_as if meta.act_as is None else meta.act_as
+    read_as = claims.read_as if meta.read_as is None else meta.read_as
+    for party in act_as:
+        if party not in claims.act_as:
+            raise PermissionDenied(f"PERMISSION_DENIED: Claims do not authorize to act as "
+                                   f"party '{party}'")
+    for party in read_as:
+        if party not in claims.readers:
+            raise PermissionDenied(f"PERMISSION_DENIED: Claims do not authorize to read data "
+                                   f"for party '{party}'")
+    return Submitter(tuple(dict.fromkeys(act_as)), tuple(dict.fromkeys(read_as)))
+
+
 def require_readers(claims: LedgerClaims) -> frozenset[str]:
     if not claims.ledger_id:
         raise Unauthenticated("ledgerId missing in access token")
@@ -134,14 +166,15 @@ class _Interpreted:
 
 @dataclass(frozen=True)
 class QueryResult:
-    contracts: list[StoredContract]
+    contracts: list[ContractRow]
     unknown_template_ids: list[str]
 
 
 class LedgerService:
-    def __init__(self, store: LedgerStore, packages: PackageRegistry) -> None:
+    def __init__(self, store: LedgerStore, packages: PackageRegistry, feed: LedgerFeed) -> None:
         self._store = store
         self._packages = packages
+        self._feed = feed
 
     # ------------------------------------------------------------------ helpers
     async def _template(self, raw: object) -> Identifier:
@@ -203,9 +236,18 @@ class LedgerService:
             key_slot=key_hash(template_id, contract.key) if contract.has_key else None,
         )
 
-    async def _commit(self, claims: LedgerClaims, transaction: Transaction,
-                      command_id: str,
-                      rendered: _Interpreted | None = None) -> str:
+    def _deduplication(self, meta: CommandMeta) -> Deduplication:
+        period = meta.deduplication or Deduplication()
+        maximum = self._store.max_deduplication_ms
+        if period.window_ms is not None and period.window_ms > maximum:
+            raise InvalidRequest(
+                f"INVALID_DEDUPLICATION_PERIOD: The submitted command had an invalid "
+                f"deduplication period: the deduplication duration of {period.window_ms} ms "
+                f"exceeds the maximum deduplication duration of {maximum} ms")
+        return period
+
+    async def _commit(self, claims: LedgerClaims, who: Submitter, meta: CommandMeta,
+                      transaction: Transaction, rendered: _Interpreted | None = None) -> str:
         commit = Commit(
             created=(rendered.created if rendered is not None
                      else tuple(self._stored(c) for c in transaction.created)),
@@ -217,7 +259,9 @@ class LedgerService:
                  seen)
                 for (template, canonical), seen in transaction.key_lookups.items()
             ),
-            command=(claims.application_id, claims.act_as, command_id),
+            command=(claims.application_id, who.act_as, meta.command_id or str(uuid.uuid4())),
+            deduplication=self._deduplication(meta),
+            submission_id=meta.submission_id,
         )
         try:
             return (await self._store.commit(commit)).offset
@@ -235,14 +279,15 @@ class LedgerService:
 
     # ------------------------------------------------------------------ commands
     async def create(self, claims: LedgerClaims, template: object, payload: Any,
-                     command_id: str | None) -> Created:
-        require_command_claims(claims)
+                     meta: CommandMeta = NO_META) -> Created:
+        who = submitter(claims, meta)
+        self._deduplication(meta)
         template_id = await self._template(template)
 
         def interpret() -> Transaction:
             argument = self._packages.codec.decode(TCon(template_id), payload)
             return self._packages.engine.create(
-                template_id, argument, act_as=claims.act_as, read_as=claims.read_as)
+                template_id, argument, act_as=who.act_as, read_as=who.read_as)
 
         try:
             # Interpretation is CPU-bound and may run long (the engine bounds it by a call
@@ -252,7 +297,7 @@ class LedgerService:
             raise InvalidRequest(str(err)) from None
         except EngineError as err:
             raise engine_failure(err) from None
-        offset = await self._commit(claims, transaction, command_id or str(uuid.uuid4()))
+        offset = await self._commit(claims, who, meta, transaction)
         created = self._stored(transaction.created[0])
         return Created(created, offset)
 
@@ -308,10 +353,11 @@ class LedgerService:
     async def exercise(self, claims: LedgerClaims, template: object, choice: object,
                        argument: Any, *, contract_id: object = None, by_key: bool = False,
                        key: Any = None, choice_interface: object = None,
-                       command_id: str | None = None) -> Exercised:
+                       meta: CommandMeta = NO_META) -> Exercised:
         """Exercise `choice` on the contract with `contract_id`, or (`by_key`) on the active
         contract of `template` whose key is `key`."""
-        require_command_claims(claims)
+        who = submitter(claims, meta)
+        self._deduplication(meta)
         template_id, is_interface = await self._exercise_target(template)
         interface_id = None
         if choice_interface is not None:
@@ -341,26 +387,26 @@ class LedgerService:
                                          f"{template_id_text(template_id)}") from None
                 transaction = engine.exercise_by_key(
                     template_id, codec.decode(key_type, key), choice_name, choice_argument,
-                    act_as=claims.act_as, read_as=claims.read_as, ledger=view)
+                    act_as=who.act_as, read_as=who.read_as, ledger=view)
             else:
                 assert isinstance(contract_id, str)
                 transaction = engine.exercise(
-                    contract_id, choice_name, choice_argument, act_as=claims.act_as,
-                    read_as=claims.read_as, ledger=view,
+                    contract_id, choice_name, choice_argument, act_as=who.act_as,
+                    read_as=who.read_as, ledger=view,
                     # Through an interface the contract may be of any implementing template.
                     template_id=None if is_interface else template_id, interface_id=through)
             return self._render(transaction, choice_def.return_type)
 
         interpreted = await self._interpret(interpret)
-        offset = await self._commit(claims, interpreted.transaction,
-                                    command_id or str(uuid.uuid4()), interpreted)
+        offset = await self._commit(claims, who, meta, interpreted.transaction, interpreted)
         return Exercised(interpreted.result, interpreted.events, offset)
 
     async def create_and_exercise(self, claims: LedgerClaims, template: object, payload: Any,
                                   choice: object, argument: Any,
-                                  command_id: str | None = None) -> Exercised:
+                                  meta: CommandMeta = NO_META) -> Exercised:
         """Create a contract and exercise `choice` on it in one transaction."""
-        require_command_claims(claims)
+        who = submitter(claims, meta)
+        self._deduplication(meta)
         template_id = await self._template(template)
         through, choice_def = self._resolve_choice(template_id, choice)
         if through is not None:
@@ -375,31 +421,45 @@ class LedgerService:
             choice_argument = codec.decode(choice_def.arg_type, argument)
             transaction = engine.create_and_exercise(
                 template_id, create_argument, choice_def.name, choice_argument,
-                act_as=claims.act_as, read_as=claims.read_as,
+                act_as=who.act_as, read_as=who.read_as,
                 ledger=RedisLedgerView(self._store, codec, loop))
             return self._render(transaction, choice_def.return_type)
 
         interpreted = await self._interpret(interpret)
-        offset = await self._commit(claims, interpreted.transaction,
-                                    command_id or str(uuid.uuid4()), interpreted)
+        offset = await self._commit(claims, who, meta, interpreted.transaction, interpreted)
         return Exercised(interpreted.result, interpreted.events, offset)
 
     # ------------------------------------------------------------------ reads
+    async def _consistent(self) -> None:
+        """Wait until the query store has every transaction committed before this read."""
+        await self._feed.caught_up(int(await self._store.ledger_end() or 0))
+
+    async def _rows(self, rows: list[ContractRow]) -> list[ContractRow]:
+        """`rows` with the payloads of cold ones loaded from Redis (those archived since are
+        left out: the answer then reflects a later state, never an earlier one)."""
+        cold = [row.contract_id for row in rows if row.payload is None]
+        if not cold:
+            return rows
+        loaded = await self._store.contract_rows(cold)
+        return [row if row.payload is not None else loaded[row.contract_id]
+                for row in rows if row.payload is not None or row.contract_id in loaded]
+
     async def fetch_by_id(self, claims: LedgerClaims, contract_id: object,
-                          template: object | None = None) -> StoredContract | None:
+                          template: object | None = None) -> ContractRow | None:
         readers = require_readers(claims)
         if not isinstance(contract_id, str) or not contract_id:
             raise InvalidRequest("contractId must be a non-empty string")
         wanted = None if template is None else template_id_text(await self._template(template))
-        contract = await self._store.contract(contract_id)
-        if contract is None or not contract.visible_to(readers):
+        await self._consistent()
+        row = self._feed.query_store.get(contract_id)
+        if row is None or not row.visible_to(readers):
             return None
-        if wanted is not None and contract.template_id != wanted:
+        if wanted is not None and row.template_id != wanted:
             return None
-        return contract
+        return next(iter(await self._rows([row])), None)
 
     async def fetch_by_key(self, claims: LedgerClaims, template: object,
-                           key: Any) -> StoredContract | None:
+                           key: Any) -> ContractRow | None:
         readers = require_readers(claims)
         template_id = await self._template(template)
         try:
@@ -412,10 +472,11 @@ class LedgerService:
         except CodecError as err:
             raise InvalidRequest(str(err)) from None
         text = template_id_text(template_id)
-        contract = await self._store.contract_by_key(text, key_hash(text, key_value))
-        if contract is None or not contract.visible_to(readers):
+        await self._consistent()
+        row = self._feed.query_store.by_key(text, key_hash(text, key_value))
+        if row is None or not row.visible_to(readers):
             return None
-        return contract
+        return next(iter(await self._rows([row])), None)
 
     async def query(self, claims: LedgerClaims, templates: list[object],
                     query: Any) -> QueryResult:
@@ -437,13 +498,19 @@ class LedgerService:
         codec = self._packages.codec
         predicates = {template_id_text(t): compile_query(codec, TCon(t), query)
                       for t in resolved}
-        matching = await self._store.visible_contracts(
-            readers, list(predicates),
-            where=lambda template_id, payload: predicates[template_id](payload))
-        return QueryResult(matching, unknown)
+        await self._consistent()
+        rows = await self._rows(self._feed.query_store.visible(readers, list(predicates)))
+        if all(p is always for p in predicates.values()):
+            return QueryResult(rows, unknown)
+        if len(predicates) == 1:
+            (predicate,) = predicates.values()
+            return QueryResult([r for r in rows if predicate(r.payload)], unknown)
+        return QueryResult([r for r in rows if predicates[r.template_id](r.payload)], unknown)
 
-    async def query_all(self, claims: LedgerClaims) -> list[StoredContract]:
-        return await self._store.visible_contracts(require_readers(claims))
+    async def query_all(self, claims: LedgerClaims) -> list[ContractRow]:
+        readers = require_readers(claims)
+        await self._consistent()
+        return await self._rows(self._feed.query_store.visible(readers))
 
     # ------------------------------------------------------------------ parties
     async def parties(self) -> list[Party]:
