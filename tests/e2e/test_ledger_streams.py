@@ -13,10 +13,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from google.protobuf import struct_pb2
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from cairn.ledger.v1 import ledger_service_pb2 as pb
+from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
 from .conftest import RunningStack, exact
 from .test_ledger_rest import ALICE, BOB, IOU, auth, post
@@ -158,3 +163,52 @@ async def test_bad_and_repeated_requests_get_error_frames_then_a_clean_close(
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(twice.recv(), WAIT)
     assert twice.close_code == 1000
+
+
+async def test_a_stream_resumed_at_its_last_offset_gets_what_it_missed(
+    stack: RunningStack, rest: httpx.Client, opened: list[ClientConnection],
+) -> None:
+    currency = f"R{uuid.uuid4().hex[:8]}"
+    request = {"templateIds": ["Iou:Iou"], "query": {"currency": currency}}
+    kept, _ = create(rest, "Iou:Iou", {**IOU, "currency": currency})
+    ws = await open_stream(stack, opened, request)
+    assert (await receive(ws))["events"] == [{"created": kept, "matchedQueries": [0]}]
+    last_offset = (await receive(ws))["offset"]
+    await ws.close()
+    # Missed while disconnected: a create, and the archive of the contract the client holds.
+    missed, _ = create(rest, "Iou:Iou", {**IOU, "currency": currency, "amount": "2"})
+    archived = post(rest, "/v1/exercise", {"templateId": "Iou:Iou",
+                                           "contractId": kept["contractId"],
+                                           "choice": "Archive", "argument": {}})
+    assert archived.status_code == 200
+    resumed = await connect(ws_url(stack, "/v1/stream/query"),
+                            subprotocols=[f"jwt.token.{ALICE}", AUTH_SUBPROTOCOL])  # type: ignore[list-item]
+    opened.append(resumed)
+    await resumed.send(json.dumps({"offset": last_offset}))
+    await resumed.send(json.dumps(request))
+    assert (await until_events(resumed))["events"] == [{"created": missed,
+                                                        "matchedQueries": [0]}]
+    assert (await until_events(resumed))["events"] == [{"archived": {
+        "contractId": kept["contractId"], "templateId": kept["templateId"]}}]
+
+
+async def test_the_native_grpc_stream_through_envoy(stack: RunningStack,
+                                                    rest: httpx.Client) -> None:
+    currency = f"G{uuid.uuid4().hex[:8]}"
+    query = struct_pb2.Struct()
+    query.update({"currency": currency})
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        stub = pb_grpc.LedgerServiceStub(channel)
+        call = stub.StreamQuery(
+            pb.StreamQueryRequest(queries=[pb.StreamQuery(template_ids=["Iou:Iou"],
+                                                          query=query)]),
+            metadata=(("authorization", f"Bearer {ALICE}"),))
+        blocks = aiter(call)
+        marker = await asyncio.wait_for(anext(blocks), WAIT)
+        assert marker.offset and not marker.events
+        created, offset = create(rest, "Iou:Iou", {**IOU, "currency": currency})
+        while not (block := await asyncio.wait_for(anext(blocks), WAIT)).events:
+            pass  # heartbeats
+        assert block.offset == offset
+        assert block.events[0].created.contract_id == created["contractId"]
+        call.cancel()
