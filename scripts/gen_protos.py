@@ -54,7 +54,24 @@ def main() -> int:
     code = protoc.main(args)
     if code != 0:
         print(f"protoc failed with exit code {code}", file=sys.stderr)
-    return int(code)
+        return int(code)
+    _add_error_details(DESCRIPTOR)
+    return 0
+
+
+def _add_error_details(descriptor_set: Path) -> None:
+    """Services send google.rpc.ErrorInfo/BadRequest/RequestInfo in grpc-status-details-bin; the
+    transcoder (convert_grpc_status) can print them only if their types are in its descriptor set.
+    """
+    from google.protobuf import descriptor_pb2, duration_pb2
+    from google.rpc import error_details_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    present = {f.name for f in files.file}
+    for module in (duration_pb2, error_details_pb2):  # dependencies first
+        if module.DESCRIPTOR.name not in present:
+            module.DESCRIPTOR.CopyToProto(files.file.add())
+    descriptor_set.write_bytes(files.SerializeToString())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The server interceptor: every call completes; every failure leaves as status plus REST body.
+"""The server interceptor: every call completes; every failure leaves as status plus REST body
+(and, for native gRPC clients, a google.rpc.Status with ErrorInfo); the standard gRPC server
+metrics count every call.
 
 Each case runs over a real socket with a client deadline far above the time allowed: a call that
 grpc leaves open (the failure mode this guards against) fails the test on time, not on deadline.
@@ -14,9 +16,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
-from cairn.runtime.errors import ErrorStyle, NotFound, quote, safe_text
+from cairn.runtime import errors
+from cairn.runtime.errors import ErrorStyle, NotFound, ServiceError, quote, safe_text
 from cairn.runtime.server import start_server
 
 DEADLINE = 30.0  # the client's; every case must end long before it
@@ -63,9 +69,30 @@ async def _consume(requests: AsyncIterator[Any], context: Any) -> bytes:
     return b"done"
 
 
+ERROR_CLASSES: list[type[ServiceError]] = [
+    errors.InvalidRequest, errors.Unauthenticated, errors.PermissionDenied, errors.LimitExceeded,
+    errors.NotFound, errors.AlreadyExists, errors.Conflict, errors.Internal, errors.Unavailable,
+]
+
+
+def _raiser(error: type[ServiceError]) -> Any:
+    async def raise_it(request: bytes, context: Any) -> bytes:
+        raise error(f"{error.__name__} happened")
+
+    return raise_it
+
+
+async def _self_aborting(request: bytes, context: Any) -> bytes:
+    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "by hand")
+    raise AssertionError("unreachable")
+
+
 def _register(server: grpc.aio.Server) -> None:
     unary = grpc.unary_unary_rpc_method_handler
     handlers = {
+        "Echo": unary(_ok, _identity, _identity),
+        "SelfAborting": unary(_self_aborting, _identity, _identity),
+        **{cls.__name__: unary(_raiser(cls), _identity, _identity) for cls in ERROR_CLASSES},
         "Crash": unary(_crash, _identity, _identity),
         "Missing": unary(_missing, _identity, _identity),
         "Unencodable": unary(_ok, _identity, _refuse_to_encode),
@@ -164,3 +191,61 @@ def test_messages_are_bounded_and_carry_only_scalar_values() -> None:
     assert quote("é" * 100) == "é" * 64 + "..."
     assert quote(b"\x00") == "b'\\x00'"
     assert NotFound("y" * 64_000).message.endswith("...")
+
+
+@pytest.mark.parametrize("error", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+async def test_native_clients_get_error_info_with_a_stable_reason(
+    error: type[ServiceError],
+) -> None:
+    running = await start_server(register=_register, services=[], style=ErrorStyle.GOLEM,
+                                 domain="cairn.test")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            call = channel.unary_unary(f"/test.Svc/{error.__name__}")
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await call(b"", metadata=(("x-request-id", "rid-7"),))
+    finally:
+        await running.stop(0)
+    status = rpc_status.from_call(failed.value)
+    assert status is not None and status.code == error.grpc_code.value[0]
+    assert status.message == f"{error.__name__} happened"
+    info, request = error_details_pb2.ErrorInfo(), error_details_pb2.RequestInfo()
+    assert status.details[0].Unpack(info) and status.details[-1].Unpack(request)
+    assert (info.reason, info.domain) == (error.reason, "cairn.test")
+    assert request.request_id == "rid-7"
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_calls_are_counted_in_the_standard_grpc_server_metrics() -> None:
+    labels = {"grpc_type": "unary", "grpc_service": "test.Svc"}
+    before = {
+        (method, code): _sample("grpc_server_handled_total", **labels, grpc_method=method,
+                                grpc_code=code)
+        for method, code in [("Echo", "OK"), ("Missing", "NOT_FOUND"), ("Crash", "INTERNAL"),
+                             ("SelfAborting", "FAILED_PRECONDITION")]
+    }
+    started = _sample("grpc_server_started_total", **labels, grpc_method="Echo")
+    timed = _sample("grpc_server_handling_seconds_count", **labels, grpc_method="Echo")
+    running = await start_server(register=_register, services=[], style=ErrorStyle.GOLEM)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            for _ in range(3):
+                assert await channel.unary_unary("/test.Svc/Echo")(b"x") == b"ok"
+            for method in ("Missing", "Crash", "SelfAborting"):
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await channel.unary_unary(f"/test.Svc/{method}")(b"")
+    finally:
+        await running.stop(0)
+    deltas = {
+        key: _sample("grpc_server_handled_total", **labels, grpc_method=key[0],
+                     grpc_code=key[1]) - value
+        for key, value in before.items()
+    }
+    assert deltas == {("Echo", "OK"): 3, ("Missing", "NOT_FOUND"): 1, ("Crash", "INTERNAL"): 1,
+                      ("SelfAborting", "FAILED_PRECONDITION"): 1}
+    assert _sample("grpc_server_started_total", **labels, grpc_method="Echo") - started == 3
+    assert _sample("grpc_server_handling_seconds_count", **labels, grpc_method="Echo") - timed == 3
+    assert _sample("grpc_server_in_flight", **labels, grpc_method="Echo") == 0

@@ -16,6 +16,7 @@ import uvloop
 from cairn.runtime import redis as redis_conn
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.logging import configure_logging
+from cairn.runtime.metrics import serve_metrics
 from cairn.runtime.server import (
     CAIRN_SERVICES,
     Probe,
@@ -53,6 +54,9 @@ async def serve(
     required: Sequence[str] = ("redis_url", "internal_secret"),
 ) -> None:
     settings.require(*required)
+    metrics_server = None
+    if settings.metrics_enabled:
+        metrics_server = serve_metrics(settings.bind_host, settings.metrics_port(service))
     redis = redis_conn.connect(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     try:
         wiring = await setup(settings, redis)
@@ -67,8 +71,13 @@ async def serve(
             port=settings.grpc_port(service),
             peers={CAIRN_SERVICES[s]: settings.address(s) for s in CAIRN_SERVICES},
             max_message_bytes=settings.grpc_max_message_bytes,
+            metrics=settings.metrics_enabled,
+            domain=f"cairn.{service}",
         )
-        structlog.get_logger().info("service_started", port=running.port)
+        structlog.get_logger().info(
+            "service_started", port=running.port,
+            metrics_port=settings.metrics_port(service) if metrics_server else None,
+        )
         readiness = Readiness(
             running.health, services, {"redis": redis.ping, **wiring.probes},
             interval=settings.readiness_interval_seconds,
@@ -85,6 +94,8 @@ async def serve(
                     await task
     finally:
         await redis.aclose()
+        if metrics_server is not None:
+            metrics_server.shutdown()
 
 
 def run(main: Coroutine[Any, Any, None], settings: Settings) -> None:

@@ -1,8 +1,12 @@
 """The one error model: domain errors, their gRPC codes, and the exact REST bodies clients see.
 
-Handlers raise `ServiceError` subclasses; the server interceptor (runtime.server) turns them into a
-gRPC status plus `x-http-status`/`x-http-body` trailing metadata, which Envoy's Lua shaper
-(envoy/rest_shaper.lua) turns into the documented HTTP status and JSON body.
+Handlers raise `ServiceError` subclasses; the server interceptor (runtime.server) turns them into
+- for native gRPC clients, the standard rich status: a `google.rpc.Status` (in the
+  `grpc-status-details-bin` trailer) with an `ErrorInfo` whose `reason` is stable (UPPER_SNAKE, the
+  class name unless the class says otherwise), `BadRequest` field violations where the error names
+  fields, and `RequestInfo` with the request id;
+- for REST calls (marked by Envoy), `x-http-status`/`x-http-body` trailing metadata, which Envoy's
+  Lua shaper (envoy/rest_shaper.lua) turns into the documented HTTP status and JSON body.
 """
 
 from __future__ import annotations
@@ -10,8 +14,12 @@ from __future__ import annotations
 import enum
 import json
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from cairn.blobstore.errors import BlobStoreUnavailable
 from cairn.runtime.redis import is_unavailable as redis_unavailable
@@ -45,20 +53,69 @@ class ErrorStyle(enum.Enum):
     LEDGER = "ledger"
 
 
+@dataclass(frozen=True)
+class FieldViolation:
+    """A request field (its path as the client wrote it, e.g. `componentName`) and what is wrong."""
+
+    field: str
+    description: str
+
+
+def _upper_snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
+
+
 class ServiceError(Exception):
-    """A failure the client caused or must know about; carries its HTTP and gRPC status."""
+    """A failure the client caused or must know about; carries its HTTP and gRPC status.
+
+    `reason` is part of the API: native gRPC clients branch on it (ErrorInfo.reason), so a class's
+    reason never changes. `metadata` names the values in the message (lowerCamel keys).
+    """
 
     http_status = 500
     grpc_code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
 
-    def __init__(self, *messages: str) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "reason" not in cls.__dict__:
+            cls.reason = _upper_snake(cls.__name__)
+
+    def __init__(
+        self,
+        *messages: str,
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Sequence[FieldViolation] = (),
+    ) -> None:
         safe = tuple(safe_text(m) for m in messages)
         super().__init__(*safe)
         self.messages: tuple[str, ...] = safe or ("Internal server error",)
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.field_violations = tuple(field_violations)
 
     @property
     def message(self) -> str:
         return safe_text("; ".join(self.messages))
+
+    def rpc_status(self, domain: str, request_id: str = "") -> status_pb2.Status:
+        """The google.rpc.Status native gRPC clients receive (grpcio-status sends it)."""
+        details = [error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=domain, metadata=self.metadata)]
+        if self.field_violations:
+            details.append(error_details_pb2.BadRequest(field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description)
+                for v in self.field_violations
+            ]))
+        if request_id:
+            details.append(error_details_pb2.RequestInfo(request_id=request_id))
+        packed = []
+        for detail in details:
+            wrapper = any_pb2.Any()
+            wrapper.Pack(detail)
+            packed.append(wrapper)
+        return status_pb2.Status(code=self.grpc_code.value[0], message=self.message,
+                                 details=packed)
 
     def rest_body(self, style: ErrorStyle) -> str:
         if style is ErrorStyle.LEDGER:
@@ -74,6 +131,11 @@ class ServiceError(Exception):
 class InvalidRequest(ServiceError):
     http_status = 400
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    @classmethod
+    def for_field(cls, field: str, message: str) -> InvalidRequest:
+        """One bad field: `message` is the REST text, the field also goes in BadRequest."""
+        return cls(message, field_violations=[FieldViolation(field, message)])
 
 
 class Unauthenticated(ServiceError):

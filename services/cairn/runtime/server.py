@@ -16,6 +16,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from cairn.runtime.errors import (
     ErrorStyle,
@@ -24,6 +25,7 @@ from cairn.runtime.errors import (
     as_unavailable,
     safe_text,
 )
+from cairn.runtime.metrics import MethodMetrics, RpcMetrics, rpc_type
 
 log = structlog.get_logger()
 
@@ -91,39 +93,46 @@ def _decoder(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return decode
 
 
-async def _abort(context: Context, err: ServiceError, style: ErrorStyle) -> None:
-    """End the call with the error's status and REST body; always raises AbortError.
+def _aborted_code(context: Context) -> str:
+    """The status a handler that aborted by itself set."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def _abort_arguments(
+    err: ServiceError, style: ErrorStyle, domain: str, request_id: str
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
+    """Code, message and trailers of a failed call: the google.rpc.Status native gRPC clients
+    read (grpc-status-details-bin, from grpcio-status), and the REST status and body for Envoy's
+    Lua shaper."""
+    status = rpc_status.to_status(err.rpc_status(domain, request_id))
+    return status.code, safe_text(status.details), (
+        *status.trailing_metadata,
+        ("x-http-status", str(err.http_status)),
+        ("x-http-body", err.rest_body(style)),
+    )
+
+
+async def _abort(context: Context, err: ServiceError, style: ErrorStyle, domain: str) -> None:
+    """End the call with the error's status, details and REST body; always raises AbortError.
 
     grpc sends `details` as the grpc-message header: text it cannot encode (a lone surrogate
     echoed from the request) would fail inside abort and leave the call open until the client's
     deadline, so the message is made safe first, and a failure here still ends the call.
     """
+    request_id = str(dict(context.invocation_metadata() or ()).get("x-request-id", ""))
     try:
-        await context.abort(
-            err.grpc_code,
-            safe_text(err.message),
-            trailing_metadata=(
-                ("x-http-status", str(err.http_status)),
-                ("x-http-body", err.rest_body(style)),
-            ),
-        )
+        await context.abort(*_abort_arguments(err, style, domain, request_id))
     except grpc.aio.AbortError:
         raise
     except Exception:
         log.exception("rpc_abort_failed")
-        internal = ServiceError()
-        await context.abort(
-            internal.grpc_code,
-            internal.message,
-            trailing_metadata=(
-                ("x-http-status", str(internal.http_status)),
-                ("x-http-body", internal.rest_body(style)),
-            ),
-        )
+        await context.abort(*_abort_arguments(ServiceError(), style, domain, request_id))
 
 
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
-    """Every call completes: the request id is bound for logs, a failure anywhere becomes a status.
+    """Every call completes: the request id is bound for logs, a failure anywhere becomes a status,
+    and the standard gRPC server metrics count it.
 
     The wrapped handler decodes the request and encodes the response itself, inside the same
     `try` as the servicer, and hands grpc pass-through (de)serializers: an exception raised while
@@ -132,8 +141,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
     exception's text. Failures map through `_as_service_error`; each call is logged once.
     """
 
-    def __init__(self, style: ErrorStyle) -> None:
+    def __init__(
+        self, style: ErrorStyle, metrics: RpcMetrics | None = None, domain: str = "cairn"
+    ) -> None:
         self._style = style
+        self._metrics = metrics
+        self._domain = domain  # ErrorInfo.domain of every error this server sends
 
     async def intercept_service(
         self,
@@ -144,22 +157,34 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
         if handler is None:  # unknown method: let grpc answer UNIMPLEMENTED
             return handler
         method = details.method
-        style = self._style
+        style, domain = self._style, self._domain
         decode = _decoder(handler.request_deserializer)
         encode = handler.response_serializer or _passthrough
+        meter: MethodMetrics | None = (
+            self._metrics.method(method, rpc_type(handler)) if self._metrics else None
+        )
 
         def begin(context: Context) -> float:
             md = dict(context.invocation_metadata() or ())
             request_id = md.get("x-request-id", "")
             structlog.contextvars.bind_contextvars(rpc=method, request_id=request_id)
+            if meter is not None:
+                meter.started.inc()
+                meter.in_flight.inc()
             return time.perf_counter()
 
         # Probes and reflection are frequent and uninteresting; log them only at debug level.
         quiet = method.startswith(("/grpc.health.", "/grpc.reflection."))
 
         def finish(started: float, code: str) -> None:
-            ms = round((time.perf_counter() - started) * 1000, 3)
-            (log.debug if quiet else log.info)("rpc_finished", code=code, duration_ms=ms)
+            seconds = time.perf_counter() - started
+            if meter is not None:
+                meter.in_flight.dec()
+                meter.handled(code).inc()
+                meter.seconds.observe(seconds)
+            (log.debug if quiet else log.info)(
+                "rpc_finished", code=code, duration_ms=round(seconds * 1000, 3)
+            )
             structlog.contextvars.unbind_contextvars("rpc", "request_id")
 
         async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
@@ -181,12 +206,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     started = begin(context)
                     return bytes(encode(await behavior(parse(request), context)))
                 except grpc.aio.AbortError:  # the handler aborted by itself
-                    code = "ABORTED_BY_HANDLER"
+                    code = _aborted_code(context)
                     raise
                 except Exception as err:
                     failure = _as_service_error(err)
                     code = failure.grpc_code.name
-                    await _abort(context, failure, style)
+                    await _abort(context, failure, style, domain)
                     raise  # unreachable: _abort raises AbortError
                 finally:
                     finish(started, code)
@@ -201,12 +226,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     async for item in behavior(parse(request), context):
                         yield bytes(encode(item))
                 except grpc.aio.AbortError:
-                    code = "ABORTED_BY_HANDLER"
+                    code = _aborted_code(context)
                     raise
                 except Exception as err:
                     failure = _as_service_error(err)
                     code = failure.grpc_code.name
-                    await _abort(context, failure, style)
+                    await _abort(context, failure, style, domain)
                 finally:
                     finish(started, code)
 
@@ -342,10 +367,12 @@ async def start_server(
     port: int = 0,
     peers: Mapping[str, str] | None = None,
     max_message_bytes: int = 64 << 20,
+    metrics: bool = True,
+    domain: str = "cairn",
 ) -> RunningServer:
     """Build, bind and start a server; port 0 picks a free port (tests)."""
     server = grpc.aio.server(
-        interceptors=[RpcInterceptor(style)],
+        interceptors=[RpcInterceptor(style, RpcMetrics() if metrics else None, domain)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

@@ -8,6 +8,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORTS = {"project": 50051, "component": 50052, "auth": 50053, "ledger": 50054}
+# Each service's Prometheus scrape port (CAIRN_<SERVICE>_METRICS_PORT).
+DEFAULT_METRICS_PORTS = {"project": 9151, "component": 9152, "auth": 9153, "ledger": 9154}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or ""
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number between 0 and 1, got {raw!r}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -68,9 +92,19 @@ class Settings:
     readiness_interval_seconds: float = 1.0
     # "uvloop" (libuv: cheaper socket I/O and callbacks) or "asyncio" (the standard library's).
     event_loop: str = "uvloop"
+    # Observability (docs/observability.md): Prometheus scrape ports, Envoy's stats listener,
+    # and OTLP/gRPC trace export ("host:port"; empty: tracing off).
+    metrics_enabled: bool = True
+    metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    envoy_stats_port: int = 9902
+    otlp_endpoint: str = ""
+    trace_sample_ratio: float = 1.0
 
     def grpc_port(self, service: str) -> int:
         return self.grpc_ports[service]
+
+    def metrics_port(self, service: str) -> int:
+        return self.metrics_ports[service]
 
     def address(self, service: str) -> str:
         return self.addresses.get(service) or f"{self.bind_host}:{self.grpc_ports[service]}"
@@ -105,6 +139,14 @@ class Settings:
             redis_timeout_seconds=_float(env, "CAIRN_REDIS_TIMEOUT_SECONDS", 5.0),
             readiness_interval_seconds=_float(env, "CAIRN_READINESS_INTERVAL_SECONDS", 1.0),
             event_loop=_choice(env, "CAIRN_EVENT_LOOP", ("uvloop", "asyncio")),
+            metrics_enabled=_bool(env, "CAIRN_METRICS_ENABLED", True),
+            metrics_ports={
+                name: _int(env, f"CAIRN_{name.upper()}_METRICS_PORT", default)
+                for name, default in DEFAULT_METRICS_PORTS.items()
+            },
+            envoy_stats_port=_int(env, "CAIRN_ENVOY_STATS_PORT", 9902),
+            otlp_endpoint=env.get("CAIRN_OTLP_ENDPOINT", "").strip(),
+            trace_sample_ratio=_ratio(env, "CAIRN_TRACE_SAMPLE_RATIO", 1.0),
         )
 
     def require(self, *names: str) -> None:

@@ -49,3 +49,47 @@ def test_bodies_are_ascii_so_they_fit_in_grpc_metadata() -> None:
 def test_permission_denied_is_401_over_rest_but_permission_denied_over_grpc() -> None:
     err = PermissionDenied("no")
     assert (err.http_status, err.grpc_code) == (401, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_every_error_class_has_a_stable_upper_snake_reason() -> None:
+    from cairn.runtime import errors
+
+    reasons = {cls.__name__: cls.reason for cls in [
+        errors.ServiceError, errors.InvalidRequest, errors.Unauthenticated,
+        errors.PermissionDenied, errors.LimitExceeded, errors.NotFound, errors.AlreadyExists,
+        errors.Conflict, errors.Internal, errors.Unavailable]}
+    assert reasons == {
+        "ServiceError": "INTERNAL", "InvalidRequest": "INVALID_REQUEST",
+        "Unauthenticated": "UNAUTHENTICATED", "PermissionDenied": "PERMISSION_DENIED",
+        "LimitExceeded": "LIMIT_EXCEEDED", "NotFound": "NOT_FOUND",
+        "AlreadyExists": "ALREADY_EXISTS", "Conflict": "CONFLICT", "Internal": "INTERNAL",
+        "Unavailable": "UNAVAILABLE",
+    }
+
+    class ComponentVanished(NotFound):
+        pass
+
+    class Renamed(NotFound):
+        reason = "GONE"
+
+    assert (ComponentVanished.reason, Renamed.reason) == ("COMPONENT_VANISHED", "GONE")
+
+
+def test_rpc_status_carries_error_info_field_violations_and_request_id() -> None:
+    from google.rpc import error_details_pb2
+
+    error = InvalidRequest.for_field("componentName", "componentName must not be empty")
+    error.metadata["componentName"] = ""
+    status = error.rpc_status("cairn.component", "req-1")
+    assert (status.code, status.message) == (3, "componentName must not be empty")
+    info, bad, request = (error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest(),
+                          error_details_pb2.RequestInfo())
+    assert [d.Unpack(m) for d, m in zip(status.details, (info, bad, request), strict=True)]
+    assert (info.reason, info.domain, dict(info.metadata)) == (
+        "INVALID_REQUEST", "cairn.component", {"componentName": ""})
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("componentName", "componentName must not be empty")]
+    assert request.request_id == "req-1"
+    # The REST body is unchanged by the details.
+    assert json.loads(error.rest_body(ErrorStyle.GOLEM)) == {
+        "errors": ["componentName must not be empty"]}

@@ -40,3 +40,19 @@ def test_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
     assert Settings.from_env({"CAIRN_EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
     with pytest.raises(ValueError, match="CAIRN_EVENT_LOOP"):
         Settings.from_env({"CAIRN_EVENT_LOOP": "trio"})
+def test_observability_defaults_and_overrides() -> None:
+    s = Settings.from_env({})
+    assert s.metrics_enabled and s.metrics_port("ledger") == 9154 and s.envoy_stats_port == 9902
+    assert (s.otlp_endpoint, s.trace_sample_ratio) == ("", 1.0)
+    s = Settings.from_env({"CAIRN_METRICS_ENABLED": "false", "CAIRN_AUTH_METRICS_PORT": "7001",
+                           "CAIRN_OTLP_ENDPOINT": "otel:4317", "CAIRN_TRACE_SAMPLE_RATIO": "0.1"})
+    assert (s.metrics_enabled, s.metrics_port("auth")) == (False, 7001)
+    assert (s.otlp_endpoint, s.trace_sample_ratio) == ("otel:4317", 0.1)
+
+
+@pytest.mark.parametrize(("name", "raw"), [("CAIRN_METRICS_ENABLED", "maybe"),
+                                           ("CAIRN_TRACE_SAMPLE_RATIO", "2"),
+                                           ("CAIRN_TRACE_SAMPLE_RATIO", "half")])
+def test_bad_observability_values_name_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env({name: raw})
