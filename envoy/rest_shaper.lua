@@ -17,6 +17,8 @@ function envoy_on_request(handle)
   local headers = handle:headers()
   -- Only ext_authz (after this filter) may assert who the caller is.
   headers:remove("x-cairn-principal")
+  -- The transcoder turns every REST call into a POST; the access log reports the client's method.
+  headers:replace("x-cairn-method", headers:get(":method"))
   local ct = headers:get("content-type") or ""
   if string.sub(ct, 1, 16) == "application/grpc" then
     handle:streamInfo():dynamicMetadata():set("cairn.rest", "native_grpc", "1")

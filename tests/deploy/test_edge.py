@@ -110,7 +110,8 @@ def test_envoy_argv_passes_extra_arguments_through(tmp_path: Path) -> None:
     })
     assert envoy_argv("/bin/envoy", settings, ["--mode", "validate"]) == [
         "/bin/envoy", "-c", str((tmp_path / "e.yaml").resolve()), "--disable-hot-restart",
-        "--concurrency", "4", "-l", "info", "--mode", "validate",
+        "--concurrency", "4", "-l", "info", "--file-flush-interval-msec", "1000",
+        "--mode", "validate",
     ]
 
 
@@ -124,7 +125,8 @@ def test_chart_environment_renders_dns_upstreams_for_every_service(
     settings = EdgeSettings.from_env(env)
     config = yaml.safe_load(write_config(settings).read_text())
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    assert set(clusters) == {*DEFAULT_PORTS, "ledger_ws"}
+    assert set(clusters) == {*DEFAULT_PORTS, "ledger_ws", "envoy_admin"}
+    del clusters["envoy_admin"]  # the stats listener's way to the admin interface (loopback)
     for name, cluster in clusters.items():
         (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         address = endpoint["endpoint"]["address"]["socket_address"]

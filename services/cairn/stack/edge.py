@@ -10,6 +10,8 @@ this process is replaced by Envoy, so Envoy receives the pod's signals directly.
 | variable | default | meaning |
 |---|---|---|
 | `CAIRN_BIND_HOST`, `CAIRN_HTTP_PORT`, `CAIRN_ENVOY_ADMIN_PORT` | as in the README | listeners |
+| `CAIRN_ENVOY_STATS_PORT` | `9902` | Prometheus text at `/metrics` |
+| `CAIRN_OTLP_ENDPOINT`, `CAIRN_TRACE_SAMPLE_RATIO` | unset (off), `1.0` | OTLP/gRPC traces |
 | `CAIRN_{AUTH,PROJECT,COMPONENT,LEDGER}_ADDR` | `127.0.0.1:<service gRPC port>` | upstreams |
 | `CAIRN_LEDGER_WS_ADDR` | ledger host:`CAIRN_LEDGER_WS_PORT` | ledger WebSocket upstream |
 | `CAIRN_LEDGER_WS_PORT` | the ledger's gRPC port + 1 | as the ledger reads it |
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from cairn.runtime.settings import DEFAULT_PORTS, Settings
 from cairn.stack.envoy_config import EnvoyLayout, render
-from cairn.stack.launcher import DESCRIPTOR, StackError, envoy_binary
+from cairn.stack.launcher import ACCESS_LOG_FLUSH, DESCRIPTOR, StackError, envoy_binary
 
 ENVOY_LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
 # A DNS name (e.g. `cairn-auth.ns.svc.cluster.local`) or a dotted IPv4 address.
@@ -110,6 +112,7 @@ class EdgeSettings:
             )
         if settings.grpc_max_message_bytes < 1:
             raise EdgeConfigError("CAIRN_GRPC_MAX_MESSAGE_BYTES must be positive")
+        otlp = settings.otlp_endpoint
         layout = EnvoyLayout(
             bind_host=settings.bind_host,
             http_port=_port("CAIRN_HTTP_PORT", settings.http_port),
@@ -118,6 +121,9 @@ class EdgeSettings:
             upstreams=upstreams,
             max_body_bytes=settings.grpc_max_message_bytes,
             ledger_ws=ledger_ws,
+            stats_port=_port("CAIRN_ENVOY_STATS_PORT", settings.envoy_stats_port),
+            otlp_collector=parse_address("CAIRN_OTLP_ENDPOINT", otlp) if otlp else None,
+            trace_sample_ratio=settings.trace_sample_ratio,
         )
         config_path = Path(env.get("CAIRN_ENVOY_CONFIG") or settings.run_dir / "envoy.yaml")
         return cls(layout, config_path, concurrency, log_level)
@@ -134,7 +140,8 @@ def envoy_argv(binary: str, settings: EdgeSettings, extra: Sequence[str] = ()) -
     # Hot restart needs shared memory and a parent process; a pod restarts by replacement instead.
     return [
         binary, "-c", str(settings.config_path.resolve()), "--disable-hot-restart",
-        "--concurrency", str(settings.concurrency), "-l", settings.log_level, *extra,
+        "--concurrency", str(settings.concurrency), "-l", settings.log_level,
+        *ACCESS_LOG_FLUSH, *extra,
     ]
 
 

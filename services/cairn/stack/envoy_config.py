@@ -176,6 +176,21 @@ def method_not_allowed_routes(rules: list[RestRule]) -> str:
         )
     return "".join(routes)
 
+# Envoy's own spans (the request, ext_authz, the upstream call) go to an OTLP/gRPC collector;
+# W3C `traceparent` carries the trace on to the services (docs/observability.md).
+_TRACING = """\
+          tracing:
+            random_sampling: {{value: {percent}}}
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                service_name: envoy
+                grpc_service:
+                  envoy_grpc: {{cluster_name: otlp_collector}}
+                  timeout: 2s
+"""
+
 
 @dataclass(frozen=True)
 class EnvoyLayout:
@@ -188,6 +203,11 @@ class EnvoyLayout:
     max_body_bytes: int = 64 << 20
     # (host, port) of the ledger's WebSocket streams; None: no /v1/stream/ route at all
     ledger_ws: tuple[str, int] | None = None
+    # Prometheus text (the admin's /stats/prometheus) at http://<bind_host>:<stats_port>/metrics
+    stats_port: int = 9902
+    # (host, port) of an OTLP/gRPC collector; None: no tracing in Envoy
+    otlp_collector: tuple[str, int] | None = None
+    trace_sample_ratio: float = 1.0
 
 
 def transcoded_services(descriptor_path: Path) -> list[str]:
@@ -220,10 +240,19 @@ def render(layout: EnvoyLayout) -> str:
     if layout.ledger_ws is not None:
         clusters += _cluster(_WS_CLUSTER, "ledger_ws", *layout.ledger_ws)
         stream_routes = _STREAM_ROUTE
+    tracing = ""
+    if layout.otlp_collector is not None:
+        clusters += _cluster(_CLUSTER, "otlp_collector", *layout.otlp_collector)
+        tracing = _TRACING.format(percent=round(layout.trace_sample_ratio * 100, 4))
+    # The stats listener reaches the admin interface; a wildcard bind is reached on loopback.
+    admin_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(layout.bind_host, layout.bind_host)
     return Template(TEMPLATE.read_text()).substitute(
         BIND_HOST=layout.bind_host,
         HTTP_PORT=layout.http_port,
         ADMIN_PORT=layout.admin_port,
+        ADMIN_CONNECT_HOST=admin_host,
+        STATS_PORT=layout.stats_port,
+        TRACING=tracing,
         LUA_PATH=LUA_SHAPER,
         DESCRIPTOR_PATH=layout.descriptor_path,
         TRANSCODED_SERVICES=", ".join(transcoded_services(layout.descriptor_path)),

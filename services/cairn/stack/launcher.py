@@ -30,6 +30,8 @@ from cairn.stack.envoy_config import EnvoyLayout, render
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DESCRIPTOR = REPO_ROOT / "build" / "cairn.binpb"
 SERVICES = ("auth", "project", "component", "ledger")  # auth first: the others call it
+# Envoy writes its access log (stdout) every second, not every 10 s: lines show up while you watch.
+ACCESS_LOG_FLUSH = ("--file-flush-interval-msec", "1000")
 
 
 class StackError(RuntimeError):
@@ -213,6 +215,13 @@ class Stack:
         # free port does: stacks side by side (parallel test sessions) never collide on it.
         if not self.env.get("CAIRN_LEDGER_WS_PORT"):
             self.env["CAIRN_LEDGER_WS_PORT"] = str(free_port(self.settings.bind_host))
+        # Scrape ports likewise (the banner prints them); set CAIRN_*_METRICS_PORT and
+        # CAIRN_ENVOY_STATS_PORT for stable scrape targets.
+        for variable in [*(f"CAIRN_{s.upper()}_METRICS_PORT" for s in SERVICES),
+                         "CAIRN_ENVOY_STATS_PORT"]:
+            if not self.env.get(variable):
+                self.env[variable] = str(free_port(self.settings.bind_host))
+        self.settings = Settings.from_env(self.env)
         try:
             self._start_redis()
             for service in SERVICES:
@@ -265,6 +274,9 @@ class Stack:
             descriptor_path=DESCRIPTOR,
             upstreams={name: (s.bind_host, s.grpc_port(name)) for name in SERVICES},
             ledger_ws=(s.bind_host, self.ledger_ws_port),
+            stats_port=s.envoy_stats_port,
+            otlp_collector=_host_port(s.otlp_endpoint) if s.otlp_endpoint else None,
+            trace_sample_ratio=s.trace_sample_ratio,
         )
         config = s.run_dir / "envoy.yaml"
         rendered = render(layout)
@@ -275,6 +287,7 @@ class Stack:
             envoy_binary(), "-c", str(config.resolve()), "--disable-hot-restart",
             "--concurrency", self.env.get("CAIRN_ENVOY_CONCURRENCY", "2"),
             "-l", self.env.get("CAIRN_ENVOY_LOG_LEVEL", "warning"),
+            *ACCESS_LOG_FLUSH,
         ]
         child = self._spawn("envoy", argv)
         ready_url = f"http://{s.bind_host}:{s.envoy_admin_port}/ready"
@@ -316,7 +329,24 @@ class Stack:
             f"  Root token    : {s.root_token}  (also in {s.run_dir / 'root-token'})",
             f"  Redis         : {redacted_url(s.redis_url)}{self._redis_password_hint()}",
             f"  Envoy admin   : http://{s.bind_host}:{s.envoy_admin_port}",
+            *self.scrape_urls(),
         ])
+
+    def scrape_urls(self) -> list[str]:
+        """Banner lines: each Prometheus scrape URL (none when metrics are off)."""
+        s = self.settings
+        if not s.metrics_enabled:
+            return ["  Metrics       : off (CAIRN_METRICS_ENABLED=false)"]
+        urls = [f"{n} http://{s.bind_host}:{s.metrics_port(n)}/metrics" for n in SERVICES]
+        urls.append(f"envoy http://{s.bind_host}:{s.envoy_stats_port}/metrics")
+        return [f"  Metrics       : {urls[0]}", *(f"                  {u}" for u in urls[1:])]
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StackError(f"CAIRN_OTLP_ENDPOINT must be host:port, got {address!r}")
+    return host, int(port)
 
 
 def _redis_ping(port: int, password: str = "") -> bool:

@@ -2,8 +2,11 @@
 
 import subprocess
 import textwrap
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]
 
 from cairn.stack.envoy_config import (
@@ -30,18 +33,45 @@ def layout(**upstreams: tuple[str, int]) -> EnvoyLayout:
 def test_rendered_config_is_valid_yaml_with_every_cluster() -> None:
     config = yaml.safe_load(render(layout()))
     clusters = {c["name"] for c in config["static_resources"]["clusters"]}
-    assert clusters == {"project", "auth", "component", "ledger"}
+    # envoy_admin: the stats listener's way to the admin interface's /stats/prometheus.
+    assert clusters == {"project", "auth", "component", "ledger", "envoy_admin"}
 
 
 def test_dns_names_use_strict_dns_clusters() -> None:
     config = yaml.safe_load(render(layout(project=("project.cairn.svc", 50051))))
-    (cluster,) = config["static_resources"]["clusters"]
-    assert cluster["type"] == "STRICT_DNS"
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert clusters["project"]["type"] == "STRICT_DNS"
 
 
-def test_envoy_accepts_the_config(tmp_path: Path) -> None:
+def test_stats_listener_serves_only_prometheus_text_from_the_admin() -> None:
+    config = yaml.safe_load(render(layout()))
+    stats = next(lis for lis in config["static_resources"]["listeners"] if lis["name"] == "stats")
+    assert stats["address"]["socket_address"]["port_value"] == 9902
+    manager = stats["filter_chains"][0]["filters"][0]["typed_config"]
+    (route,) = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert route == {"match": {"path": "/metrics"},
+                     "route": {"cluster": "envoy_admin", "prefix_rewrite": "/stats/prometheus"}}
+
+
+def test_tracing_is_configured_only_with_a_collector() -> None:
+    def manager(config: dict[str, Any]) -> dict[str, Any]:
+        listener = config["static_resources"]["listeners"][0]
+        return dict(listener["filter_chains"][0]["filters"][0]["typed_config"])
+
+    assert "tracing" not in manager(yaml.safe_load(render(layout())))
+    traced = yaml.safe_load(render(replace(layout(), otlp_collector=("otel.monitoring", 4317),
+                                           trace_sample_ratio=0.25)))
+    tracing = manager(traced)["tracing"]
+    assert tracing["random_sampling"] == {"value": 25.0}
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    clusters = {c["name"]: c for c in traced["static_resources"]["clusters"]}
+    assert clusters["otlp_collector"]["type"] == "STRICT_DNS"
+
+
+@pytest.mark.parametrize("collector", [None, ("127.0.0.1", 4317)])
+def test_envoy_accepts_the_config(tmp_path: Path, collector: tuple[str, int] | None) -> None:
     path = tmp_path / "envoy.yaml"
-    path.write_text(render(layout()))
+    path.write_text(render(replace(layout(), otlp_collector=collector)))
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
         capture_output=True, text=True, timeout=120,
