@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,8 @@ class RunningStack:
     redis_url: str
     run_dir: Path
     grpc_ports: dict[str, int]
+    # Prometheus scrape URL per part ("project", ..., "envoy"), as the banner prints them.
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
 
 def exact(value: object) -> str:
@@ -98,9 +100,10 @@ def running_stack(run_dir: Path, extra_env: Mapping[str, str] | None = None
     password = (run_dir / "redis-password").read_text().strip()
     assert password not in banner
     redis_url = shown_redis_url.group(1).replace(":***@", f":{password}@")
+    metrics_urls = dict(re.findall(r"(\w+) (http://\S+/metrics)", banner))
     running = RunningStack(
         process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{http_port}", token,
-        redis_url, run_dir, ports,
+        redis_url, run_dir, ports, metrics_urls,
     )
     children = child_pids(process.pid)
     assert len(children) == 6, "redis, four services and envoy"

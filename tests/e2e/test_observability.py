@@ -1,0 +1,165 @@
+"""Observability through `make run`'s stack: scrape URLs, Envoy's stats, access log, error details.
+
+A mixed workload (REST and native gRPC, through Envoy and direct, successes and each kind of
+failure) runs against the shared stack; every count below is what that workload must add, read
+from before/after scrapes, so the other e2e tests in the session do not disturb it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
+
+from cairn.project.v1 import project_service_pb2 as pb
+from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
+
+from .conftest import RunningStack
+
+pytestmark = pytest.mark.e2e
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+MISSING = "00000000-0000-0000-0000-0000000000fe"
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of a scrape; the parser rejects text that is not Prometheus' format."""
+    reply = httpx.get(url, timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
+
+
+def delta(before: Samples, after: Samples) -> Callable[..., float]:
+    def of(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    return of
+
+
+def handled(service: str, method: str, code: str) -> dict[str, str]:
+    return {"grpc_type": "unary", "grpc_service": service, "grpc_method": method,
+            "grpc_code": code}
+
+
+def access_log(stack: RunningStack, request_ids: set[str]) -> dict[str, dict[str, object]]:
+    """Envoy's access-log lines for these request ids (Envoy flushes its log every second)."""
+    found: dict[str, dict[str, object]] = {}
+    for _ in range(100):
+        for line in (stack.run_dir / "stack.log").read_text(errors="replace").splitlines():
+            if '"http_access"' in line:
+                entry = json.loads(line)
+                if entry["request_id"] in request_ids:
+                    found[str(entry["request_id"])] = entry
+        if set(found) == request_ids:
+            break
+        time.sleep(0.1)
+    return found
+
+
+def test_scrapes_count_exactly_the_calls_of_a_mixed_workload(stack: RunningStack) -> None:
+    assert set(stack.metrics_urls) == {"auth", "project", "component", "ledger", "envoy"}
+    before = {part: scrape(url) for part, url in stack.metrics_urls.items()}
+    auth = {"Authorization": f"Bearer {stack.root_token}"}
+    request_ids: dict[str, int] = {}  # request id -> HTTP status the client saw
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        for path, headers, count in [
+            ("/v1/projects", auth, 3),
+            (f"/v1/projects/{MISSING}", auth, 2),
+            ("/v1/projects", {}, 2),  # denied by ext_authz: never reaches the project service
+        ]:
+            for _ in range(count):
+                reply = client.get(path, headers=headers)
+                request_ids[reply.headers["x-request-id"]] = reply.status_code
+    metadata = (("authorization", f"Bearer {stack.root_token}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_ports['project']}") as channel:
+        # Direct: the project service authenticates the token with the auth service itself.
+        pb_grpc.ProjectServiceStub(channel).GetDefaultProject(
+            pb.GetDefaultProjectRequest(), metadata=metadata)
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as missing:
+            pb_grpc.ProjectServiceStub(channel).GetProject(
+                pb.GetProjectRequest(project_id=MISSING), metadata=metadata)
+        failed: grpc.Call = missing.value  # type: ignore[assignment]
+        # A trailers-only reply: Envoy's headers arrive with the trailers.
+        answer = dict([*failed.initial_metadata(), *failed.trailing_metadata()])
+        request_ids[str(answer["x-request-id"])] = 200
+    after = {part: scrape(url) for part, url in stack.metrics_urls.items()}
+
+    project = delta(before["project"], after["project"])
+    service = "cairn.project.v1.ProjectService"
+    assert project("grpc_server_handled_total", **handled(service, "ListProjects", "OK")) == 3
+    assert project("grpc_server_handled_total", **handled(service, "GetProject", "NOT_FOUND")) == 3
+    assert project("grpc_server_handled_total",
+                   **handled(service, "GetDefaultProject", "OK")) == 1
+    for method, calls in [("ListProjects", 3), ("GetProject", 3), ("GetDefaultProject", 1)]:
+        labels = {"grpc_type": "unary", "grpc_service": service, "grpc_method": method}
+        assert project("grpc_server_started_total", **labels) == calls
+        assert project("grpc_server_handling_seconds_count", **labels) == calls
+        assert after["project"][("grpc_server_in_flight", frozenset(labels.items()))] == 0
+
+    auth_delta = delta(before["auth"], after["auth"])
+    # ext_authz: every call through Envoy, allowed or denied (3 + 2 + 2 REST, 1 gRPC).
+    assert auth_delta("grpc_server_handled_total", **handled(
+        "envoy.service.auth.v3.Authorization", "Check", "OK")) == 8
+    assert auth_delta("grpc_server_handled_total", **handled(
+        "cairn.auth.v1.AuthService", "Authenticate", "OK")) == 1
+
+    envoy = delta(before["envoy"], after["envoy"])
+    assert envoy("envoy_cluster_upstream_rq_total", envoy_cluster_name="project") == 6
+    assert envoy("envoy_cluster_upstream_rq_total", envoy_cluster_name="auth") == 8
+    assert envoy("envoy_http_downstream_rq_total", envoy_http_conn_manager_prefix="cairn") == 8
+
+    logged = access_log(stack, set(request_ids))
+    assert set(logged) == set(request_ids), "one access-log line per request"
+    for request_id, status in request_ids.items():
+        entry = logged[request_id]
+        assert entry["status"] == status
+        assert entry["method"] in ("GET", "POST")
+        assert isinstance(entry["duration_ms"], int) and isinstance(entry["bytes_sent"], int)
+    rest_missing = next(logged[r] for r, s in request_ids.items() if s == 404)
+    assert rest_missing["method"] == "GET"
+    assert rest_missing["path"] == f"/v1/projects/{MISSING}"
+    assert rest_missing["route"] == "/cairn.project.v1.ProjectService/GetProject"
+    assert rest_missing["upstream_cluster"] == "project"
+    denied = next(logged[r] for r, s in request_ids.items() if s == 401)
+    assert denied["response_flags"] == "UAEX"  # unauthorized by the external authorization
+
+
+def test_native_grpc_errors_through_envoy_carry_error_info(stack: RunningStack) -> None:
+    metadata = (("authorization", f"Bearer {stack.root_token}"),)
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        stub = pb_grpc.ProjectServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetProject(pb.GetProjectRequest(project_id=MISSING), metadata=metadata)
+        with pytest.raises(grpc.RpcError) as invalid:
+            stub.GetProject(pb.GetProjectRequest(project_id="not-a-uuid"), metadata=metadata)
+    for failed, code, reason in [(missing, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+                                 (invalid, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")]:
+        status = rpc_status.from_call(failed.value)  # type: ignore[arg-type]
+        assert status is not None and failed.value.code() == code  # type: ignore[attr-defined]
+        info, request = error_details_pb2.ErrorInfo(), error_details_pb2.RequestInfo()
+        assert status.details[0].Unpack(info) and status.details[-1].Unpack(request)
+        assert (info.reason, info.domain) == (reason, "cairn.project")
+        assert uuid.UUID(request.request_id), "Envoy's request id"
+
+
+def test_rest_error_bodies_do_not_carry_the_grpc_details(stack: RunningStack) -> None:
+    reply = httpx.get(f"{stack.base_url}/v1/projects/{MISSING}",
+                      headers={"Authorization": f"Bearer {stack.root_token}"})
+    assert reply.status_code == 404
+    assert reply.content == f'{{"error":"Project not found: {MISSING}"}}'.encode()
+    assert "grpc-status-details-bin" not in reply.headers
