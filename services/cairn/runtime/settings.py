@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORTS = {"project": 50051, "component": 50052, "auth": 50053, "ledger": 50054}
-# Each service's Prometheus scrape port (CAIRN_<SERVICE>_METRICS_PORT).
-DEFAULT_METRICS_PORTS = {"project": 9151, "component": 9152, "auth": 9153, "ledger": 9154}
+# A service's Prometheus scrape port defaults to its gRPC port + this (50151-50154), so replicas
+# and side-by-side stacks on one host, which differ in gRPC ports, never collide on it.
+METRICS_PORT_OFFSET = 100
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -95,8 +96,9 @@ class Settings:
     # Observability (docs/observability.md): Prometheus scrape ports, Envoy's stats listener,
     # and OTLP/gRPC trace export ("host:port"; empty: tracing off).
     metrics_enabled: bool = True
-    metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
-    envoy_stats_port: int = 9902
+    metrics_ports: Mapping[str, int] = field(default_factory=lambda: {
+        name: port + METRICS_PORT_OFFSET for name, port in DEFAULT_PORTS.items()})
+    envoy_stats_port: int = 9902  # the admin port + 1 unless set
     otlp_endpoint: str = ""
     trace_sample_ratio: float = 1.0
 
@@ -141,10 +143,11 @@ class Settings:
             event_loop=_choice(env, "CAIRN_EVENT_LOOP", ("uvloop", "asyncio")),
             metrics_enabled=_bool(env, "CAIRN_METRICS_ENABLED", True),
             metrics_ports={
-                name: _int(env, f"CAIRN_{name.upper()}_METRICS_PORT", default)
-                for name, default in DEFAULT_METRICS_PORTS.items()
+                name: _int(env, f"CAIRN_{name.upper()}_METRICS_PORT", port + METRICS_PORT_OFFSET)
+                for name, port in ports.items()
             },
-            envoy_stats_port=_int(env, "CAIRN_ENVOY_STATS_PORT", 9902),
+            envoy_stats_port=_int(env, "CAIRN_ENVOY_STATS_PORT",
+                                  _int(env, "CAIRN_ENVOY_ADMIN_PORT", 9901) + 1),
             otlp_endpoint=env.get("CAIRN_OTLP_ENDPOINT", "").strip(),
             trace_sample_ratio=_ratio(env, "CAIRN_TRACE_SAMPLE_RATIO", 1.0),
         )

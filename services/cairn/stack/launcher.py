@@ -215,13 +215,6 @@ class Stack:
         # free port does: stacks side by side (parallel test sessions) never collide on it.
         if not self.env.get("CAIRN_LEDGER_WS_PORT"):
             self.env["CAIRN_LEDGER_WS_PORT"] = str(free_port(self.settings.bind_host))
-        # Scrape ports likewise (the banner prints them); set CAIRN_*_METRICS_PORT and
-        # CAIRN_ENVOY_STATS_PORT for stable scrape targets.
-        for variable in [*(f"CAIRN_{s.upper()}_METRICS_PORT" for s in SERVICES),
-                         "CAIRN_ENVOY_STATS_PORT"]:
-            if not self.env.get(variable):
-                self.env[variable] = str(free_port(self.settings.bind_host))
-        self.settings = Settings.from_env(self.env)
         try:
             self._start_redis()
             for service in SERVICES:

@@ -42,7 +42,10 @@ def test_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
         Settings.from_env({"CAIRN_EVENT_LOOP": "trio"})
 def test_observability_defaults_and_overrides() -> None:
     s = Settings.from_env({})
-    assert s.metrics_enabled and s.metrics_port("ledger") == 9154 and s.envoy_stats_port == 9902
+    assert s.metrics_enabled and s.metrics_port("ledger") == 50154 and s.envoy_stats_port == 9902
+    # Derived from the gRPC and admin ports: replicas and stacks side by side never collide.
+    moved = Settings.from_env({"CAIRN_LEDGER_GRPC_PORT": "6000", "CAIRN_ENVOY_ADMIN_PORT": "7000"})
+    assert (moved.metrics_port("ledger"), moved.envoy_stats_port) == (6100, 7001)
     assert (s.otlp_endpoint, s.trace_sample_ratio) == ("", 1.0)
     s = Settings.from_env({"CAIRN_METRICS_ENABLED": "false", "CAIRN_AUTH_METRICS_PORT": "7001",
                            "CAIRN_OTLP_ENDPOINT": "otel:4317", "CAIRN_TRACE_SAMPLE_RATIO": "0.1"})
