@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import httpx
@@ -19,6 +20,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
+from cairn.auth.ledger_jwt import encode_jwt_hs256
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
 
@@ -70,12 +72,31 @@ def access_log(stack: RunningStack, request_ids: set[str]) -> dict[str, dict[str
     return found
 
 
-def test_scrapes_count_exactly_the_calls_of_a_mixed_workload(stack: RunningStack) -> None:
+def ledger_token(party: str) -> str:
+    claims = {"https://daml.com/ledger-api": {"ledgerId": "MyLedger", "applicationId": "metrics",
+                                              "actAs": [party]}}
+    return encode_jwt_hs256(claims, "sandbox")
+
+
+def test_scrapes_count_exactly_the_calls_of_a_mixed_workload(
+    stack: RunningStack, shared_fixtures: Path
+) -> None:
     assert set(stack.metrics_urls) == {"auth", "project", "component", "ledger", "envoy"}
+    alice = {"Authorization": f"Bearer {ledger_token('Alice')}"}
+    iou = json.dumps({"templateId": "Iou:Iou", "payload": {
+        "issuer": "Alice", "owner": "Alice", "currency": "USD", "amount": "7", "observers": []}})
+    with httpx.Client(base_url=stack.base_url, timeout=60) as client:
+        dar = (shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes()
+        assert client.post("/v1/packages", content=dar, headers={
+            **alice, "Content-Type": "application/octet-stream"}).status_code == 200
     before = {part: scrape(url) for part, url in stack.metrics_urls.items()}
     auth = {"Authorization": f"Bearer {stack.root_token}"}
     request_ids: dict[str, int] = {}  # request id -> HTTP status the client saw
     with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        for _ in range(2):
+            reply = client.post("/v1/create", content=iou, headers=alice)
+            assert reply.status_code == 200, reply.text
+            request_ids[reply.headers["x-request-id"]] = 200
         for path, headers, count in [
             ("/v1/projects", auth, 3),
             (f"/v1/projects/{MISSING}", auth, 2),
@@ -112,23 +133,35 @@ def test_scrapes_count_exactly_the_calls_of_a_mixed_workload(stack: RunningStack
         assert after["project"][("grpc_server_in_flight", frozenset(labels.items()))] == 0
 
     auth_delta = delta(before["auth"], after["auth"])
-    # ext_authz: every call through Envoy, allowed or denied (3 + 2 + 2 REST, 1 gRPC).
+    # ext_authz: every call through Envoy, allowed or denied (2 ledger + 3 + 2 + 2 REST, 1 gRPC).
     assert auth_delta("grpc_server_handled_total", **handled(
-        "envoy.service.auth.v3.Authorization", "Check", "OK")) == 8
+        "envoy.service.auth.v3.Authorization", "Check", "OK")) == 10
     assert auth_delta("grpc_server_handled_total", **handled(
         "cairn.auth.v1.AuthService", "Authenticate", "OK")) == 1
+    assert auth_delta("cairn_auth_denials_total", reason="UNAUTHENTICATED") == 2
+
+    ledger = delta(before["ledger"], after["ledger"])
+    assert ledger("grpc_server_handled_total",
+                  **handled("cairn.ledger.v1.LedgerService", "Create", "OK")) == 2
+    assert ledger("cairn_ledger_commits_total") == 2
+    assert ledger("cairn_ledger_end_offset") == 2
+    assert ledger("cairn_redis_command_seconds_count", command="EVALSHA") >= 2
+    # Readiness probes the blob store every second.
+    assert ledger("cairn_blobstore_operation_seconds_count", operation="exists",
+                  backend="disk") >= 1
 
     envoy = delta(before["envoy"], after["envoy"])
     assert envoy("envoy_cluster_upstream_rq_total", envoy_cluster_name="project") == 6
-    assert envoy("envoy_cluster_upstream_rq_total", envoy_cluster_name="auth") == 8
-    assert envoy("envoy_http_downstream_rq_total", envoy_http_conn_manager_prefix="cairn") == 8
+    assert envoy("envoy_cluster_upstream_rq_total", envoy_cluster_name="ledger") == 2
+    assert envoy("envoy_cluster_upstream_rq_total", envoy_cluster_name="auth") == 10
+    assert envoy("envoy_http_downstream_rq_total", envoy_http_conn_manager_prefix="cairn") == 10
 
     logged = access_log(stack, set(request_ids))
     assert set(logged) == set(request_ids), "one access-log line per request"
     for request_id, status in request_ids.items():
         entry = logged[request_id]
         assert entry["status"] == status
-        assert entry["method"] in ("GET", "POST")
+        assert entry["method"] in ("GET", "POST")  # the client's, not the transcoder's POST
         assert isinstance(entry["duration_ms"], int) and isinstance(entry["bytes_sent"], int)
     rest_missing = next(logged[r] for r, s in request_ids.items() if s == 404)
     assert rest_missing["method"] == "GET"

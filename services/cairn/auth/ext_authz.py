@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from cairn.auth import metrics
 from cairn.auth.service import MISSING_TOKEN, Authenticator
 from cairn.runtime import principal as principals
 from cairn.runtime.callers import bearer_secret
@@ -49,6 +51,8 @@ class Allow:
 class Deny:
     http_status: int
     message: str
+    # Stable, for the denials metric: the refusing ServiceError's reason, or the authorizer's own.
+    reason: str = "UNAUTHENTICATED"
 
 
 class RequestAuthorizer(Protocol):
@@ -80,7 +84,7 @@ class GolemTokenAuthorizer:
         try:
             principal = await self._authn.authenticate(presented_secret(request.headers))
         except ServiceError as err:
-            return Deny(err.http_status, err.message)
+            return Deny(err.http_status, err.message, err.reason)
         return Allow(principal)
 
 
@@ -142,7 +146,7 @@ class InternalOnlyAuthorizer:
     """Refuses methods meant only for Cairn services, whatever credentials come with them."""
 
     async def check(self, request: HttpRequest) -> Allow | Deny:
-        return Deny(403, INTERNAL_ONLY)
+        return Deny(403, INTERNAL_ONLY, "INTERNAL_ONLY")
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -172,6 +176,10 @@ class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore
         self, request: external_auth_pb2.CheckRequest, context: Context
     ) -> external_auth_pb2.CheckResponse:
         http = request.attributes.request.http
+        # Envoy's own call carries no request id; the request it asks about does.
+        request_id = http.headers.get("x-request-id") or http.id
+        if request_id:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
         incoming = HttpRequest(http.method, http.path, dict(http.headers))
         decision = await self.authorizer_for(http.path).check(incoming)
         if isinstance(decision, Deny):
@@ -189,6 +197,7 @@ class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore
 
     @staticmethod
     def _deny(decision: Deny) -> external_auth_pb2.CheckResponse:
+        metrics.DENIALS.labels(decision.reason).inc()
         message = decision.message or MISSING_TOKEN
         # Plain text: Envoy's local_reply_config wraps it in the API family's JSON error shape.
         return external_auth_pb2.CheckResponse(

@@ -380,7 +380,7 @@ class LedgerJwtAuthorizer:
         try:
             claims = await self._policy.verify(token)
         except (TokenError, Unavailable) as err:
-            return Deny(err.http_status, err.message)
+            return Deny(err.http_status, err.message, err.reason)
         return Allow(headers={CLAIMS_HEADER: sign_claims(claims, self._secret)})
 
 

@@ -17,6 +17,7 @@ from cairn.project.v1 import plugin_service_pb2_grpc as plugin_grpc
 from cairn.project.v1 import project_service_pb2 as project_pb
 from cairn.project.v1 import project_service_pb2_grpc as project_grpc
 from cairn.runtime.callers import as_caller
+from cairn.runtime.channels import internal_channel
 from cairn.runtime.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -64,7 +65,7 @@ class ProjectGateway:
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._address)
+            self._channel = internal_channel(self._address)
         return self._channel
 
     def _projects(self) -> project_grpc.ProjectServiceAsyncStub:
@@ -125,7 +126,7 @@ class UsageLedger:
 
     def _auth(self) -> auth_grpc.AuthServiceAsyncStub:
         if self._stub is None:
-            self._stub = auth_grpc.AuthServiceStub(grpc.aio.insecure_channel(self._address))
+            self._stub = auth_grpc.AuthServiceStub(internal_channel(self._address))
         return self._stub
 
     async def record(

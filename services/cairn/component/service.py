@@ -29,7 +29,7 @@ from typing import BinaryIO
 import structlog
 
 from cairn.blobstore import BlobReader, BlobStore, BlobStoreError, BlobTooLarge
-from cairn.component import access
+from cairn.component import access, metrics
 from cairn.component.access import ProjectGateway, UsageLedger
 from cairn.component.model import (
     ComponentType,
@@ -121,7 +121,7 @@ ANALYSE_IN_MEMORY_MAX = 8 << 20
 def _analyse_file(path: Path) -> _Analysed:
     """Blocking: extract the WASM's metadata in both API shapes."""
     try:
-        with path.open("rb") as file:
+        with path.open("rb") as file, metrics.METADATA_EXTRACTION_SECONDS.time():
             size = os.fstat(file.fileno()).st_size
             if size > ANALYSE_IN_MEMORY_MAX:
                 with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
@@ -282,6 +282,8 @@ class ComponentService:
                     self._undo(caller, owner, blob_key, components=-1, storage=-wasm.size)
                 )
                 raise
+        metrics.UPLOADS.labels("create").inc()
+        metrics.UPLOAD_BYTES.inc(wasm.size)
         log.info("component_created", component_id=component_id, project_id=project)
         return first
 
@@ -319,10 +321,13 @@ class ComponentService:
                         files=previous.files if new_files is None else new_files,
                     )
 
-                return await self._commit_next(latest, change, reason)
+                committed = await self._commit_next(latest, change, reason)
             except BaseException:
                 await asyncio.shield(self._undo(caller, owner, blob_key, storage=-wasm.size))
                 raise
+        metrics.UPLOADS.labels("new_version").inc()
+        metrics.UPLOAD_BYTES.inc(wasm.size)
+        return committed
 
     def _check_size(self, size: int) -> None:
         if size > self.max_component_bytes:

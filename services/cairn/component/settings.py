@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.blobstore import BlobStore, blob_store_from_env
+from cairn.blobstore.metered import metered
 
 # Golem's hard per-upload limit: 50 MB (decimal, as Golem's plan_limit.rs checks it).
 DEFAULT_MAX_COMPONENT_BYTES = 50_000_000
@@ -67,4 +68,4 @@ class ComponentSettings:
 
     def blob_store(self) -> BlobStore:
         """S3 when CAIRN_S3_ENDPOINT is set, else the disk directory."""
-        return blob_store_from_env(self.blob_env or {})
+        return metered(blob_store_from_env(self.blob_env or {}))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import structlog
 
+from cairn.ledger import metrics
 from cairn.ledger.model import ContractRow
 from cairn.ledger.querystore import QueryStore
 from cairn.ledger.store import HistoryPruned, LedgerStore, LoggedTransaction, parse_entry
@@ -68,8 +69,9 @@ class Subscription:
             return
         if isinstance(item, FeedLost) or self._queue.qsize() >= MAX_BACKLOG:
             self.lost = True
-            item = item if isinstance(item, FeedLost) else FeedLost(
-                "the client reads the stream too slowly")
+            if not isinstance(item, FeedLost):
+                metrics.SLOW_STREAMS_DROPPED.inc()
+                item = FeedLost("the client reads the stream too slowly")
         self._queue.put_nowait(item)
 
     async def next(self) -> LoggedTransaction | FeedLost:
@@ -134,9 +136,11 @@ class LedgerFeed:
         subscribe in one step (no `await` between) to get a snapshot and what follows it."""
         subscription = Subscription(self.query_store.offset)
         self._subscribers.add(subscription)
+        metrics.STREAM_SUBSCRIBERS.inc()
         try:
             yield subscription
         finally:
+            metrics.STREAM_SUBSCRIBERS.dec()
             self._subscribers.discard(subscription)
 
     async def caught_up(self, offset: int) -> None:
@@ -229,6 +233,7 @@ class LedgerFeed:
 
     def _apply(self, transaction: LoggedTransaction) -> None:
         archived = self.query_store.apply(transaction)
+        metrics.END_OFFSET.set(self.query_store.offset)
         if not self._subscribers:
             return
         delivered = dataclasses.replace(transaction, archived=archived)

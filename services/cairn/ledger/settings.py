@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cairn.auth.ledger_jwt import LedgerTokenPolicy
 from cairn.blobstore.factory import blob_store_from_env
+from cairn.blobstore.metered import metered
 from cairn.blobstore.port import BlobStore
 from cairn.ledger.feed import Retention
 from cairn.ledger.store import DEFAULT_MAX_DEDUPLICATION_SECONDS
@@ -64,7 +65,7 @@ class LedgerSettings:
 
     def blob_store(self) -> BlobStore:
         """S3 when `CAIRN_S3_ENDPOINT` is set, else the blob directory on local disk."""
-        return blob_store_from_env(self.blob_env)
+        return metered(blob_store_from_env(self.blob_env))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, run_dir: Path | None = None

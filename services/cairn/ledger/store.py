@@ -43,6 +43,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from cairn.ledger import metrics
 from cairn.ledger.model import Commit, ContractRow, Party, StoredContract, compact
 
 PREFIX = "cairn:{ledger}"
@@ -304,7 +305,10 @@ class LedgerStore:
         )
         status, detail = (_text(part) for part in reply)
         if status != "ok":
+            metrics.CONFLICTS.labels(status).inc()
             raise CommitRejected(status, detail)
+        metrics.COMMITS.inc()
+        metrics.END_OFFSET.set(int(detail))
         return Committed(detail)
 
     async def ledger_end(self) -> str | None:

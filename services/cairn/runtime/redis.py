@@ -14,13 +14,19 @@ The failure policy (docs/faults.md), built on redis-py's own `Retry`, pool check
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter, Histogram
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.cluster import READ_COMMANDS
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
+
+from cairn.runtime.metrics import LATENCY_BUCKETS
 
 # Errors that mean "Redis cannot serve right now", not "the request was wrong": unreachable,
 # reset, timed out, still loading (a ConnectionError), pool exhausted, or a replica that lost its
@@ -34,18 +40,55 @@ LOADING_BACKOFF = ExponentialWithJitterBackoff(base=0.02, cap=0.5)
 CONNECT_TIMEOUT_SECONDS = 2.0
 
 
+COMMAND_SECONDS = Histogram(
+    "cairn_redis_command_seconds",
+    "Time of Redis commands (scripts as EVALSHA, pipelines as PIPELINE/MULTI), by command.",
+    ["command"], buckets=LATENCY_BUCKETS,
+)
+COMMAND_ERRORS = Counter(
+    "cairn_redis_command_errors", "Failed Redis commands, by command and error.",
+    ["command", "error"],
+)
+
+
+@contextlib.contextmanager
+def _measured(command: object) -> Iterator[None]:
+    name = command.decode() if isinstance(command, bytes) else str(command)
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as err:
+        COMMAND_ERRORS.labels(name.upper(), type(err).__name__).inc()
+        raise
+    finally:
+        COMMAND_SECONDS.labels(name.upper()).observe(time.perf_counter() - started)
+
+
 class Redis(aioredis.Redis):
-    """redis-py's asyncio client, retrying a read-only command once on a dropped connection."""
+    """redis-py's asyncio client, retrying a read-only command once on a dropped connection, and
+    timing and counting every command in the cairn_redis_* metrics."""
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        try:
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        except BusyLoadingError:
-            raise  # already retried with backoff by the connection's Retry
-        except ConnectionError:
-            if not _read_only(args[0]):
-                raise
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        with _measured(args[0]):
+            try:
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            except BusyLoadingError:
+                raise  # already retried with backoff by the connection's Retry
+            except ConnectionError:
+                if not _read_only(args[0]):
+                    raise
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class Pipeline(aioredis.client.Pipeline):
+    """A pipeline whose round trip is measured as one command, MULTI or PIPELINE."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with _measured("MULTI" if self.is_transaction else "PIPELINE"):
+            return await super().execute(raise_on_error)
 
 
 def _read_only(command: object) -> bool:
