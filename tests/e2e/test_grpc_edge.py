@@ -85,17 +85,18 @@ def test_service_logs_are_json_lines_carrying_envoys_request_id(stack: RunningSt
     assert reply.status_code == 200
     request_id = reply.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f-]{36}", request_id)
-    entries: list[dict[str, object]] = []
-    for _ in range(50):  # the service writes its log line right after answering
-        entries = [
-            json.loads(line)
+    finished: dict[str, dict[str, object]] = {}
+    for _ in range(50):  # each service writes its log line right after answering
+        finished = {
+            str(entry["service"]): entry
             for line in (stack.run_dir / "stack.log").read_text(errors="replace").splitlines()
             if request_id in line and line.startswith("{")
-        ]
-        if entries:
+            for entry in [json.loads(line)] if entry["event"] == "rpc_finished"
+        }
+        if {"auth", "project"} <= set(finished):
             break
         time.sleep(0.1)
-    assert {e["event"] for e in entries} >= {"rpc_finished"}
-    finished = next(e for e in entries if e["event"] == "rpc_finished")
-    assert finished["service"] == "project" and finished["code"] == "OK"
-    assert str(finished["rpc"]).endswith("/ListProjects")
+    # Every service the request touched logs it: ext_authz's check, then the call itself.
+    assert finished["auth"]["rpc"] == "/envoy.service.auth.v3.Authorization/Check"
+    assert finished["project"]["code"] == "OK"
+    assert str(finished["project"]["rpc"]).endswith("/ListProjects")

@@ -7,6 +7,7 @@ import grpc
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cairn.project.service import AccountInfo
 from cairn.runtime.callers import as_caller
+from cairn.runtime.channels import internal_channel
 from cairn.runtime.errors import Unavailable
 from cairn.runtime.principal import Principal
 
@@ -21,7 +22,7 @@ class AuthAccountDirectory:
 
     def _auth(self) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
         if self._stub is None:
-            channel = grpc.aio.insecure_channel(self._address)
+            channel = internal_channel(self._address)
             self._stub = auth_service_pb2_grpc.AuthServiceStub(channel)
         return self._stub
 

@@ -8,6 +8,7 @@ import grpc
 
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cairn.runtime import principal as principals
+from cairn.runtime.channels import internal_channel
 from cairn.runtime.errors import Unauthenticated
 from cairn.runtime.principal import Principal
 
@@ -34,7 +35,7 @@ class CallerResolver:
 
     def _auth(self) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
         if self._stub is None:
-            channel = grpc.aio.insecure_channel(self._auth_address)
+            channel = internal_channel(self._auth_address)
             self._stub = auth_service_pb2_grpc.AuthServiceStub(channel)
         return self._stub
 

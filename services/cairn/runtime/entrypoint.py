@@ -25,6 +25,7 @@ from cairn.runtime.server import (
     start_server,
 )
 from cairn.runtime.settings import Settings
+from cairn.runtime.tracing import configure_tracing
 
 Registrar = Callable[[grpc.aio.Server], None]
 
@@ -54,6 +55,10 @@ async def serve(
     required: Sequence[str] = ("redis_url", "internal_secret"),
 ) -> None:
     settings.require(*required)
+    stop_tracing = None
+    if settings.otlp_endpoint:
+        stop_tracing = configure_tracing(service, settings.otlp_endpoint,
+                                         settings.trace_sample_ratio)
     metrics_server = None
     if settings.metrics_enabled:
         metrics_server = serve_metrics(settings.bind_host, settings.metrics_port(service))
@@ -96,6 +101,8 @@ async def serve(
         await redis.aclose()
         if metrics_server is not None:
             metrics_server.shutdown()
+        if stop_tracing is not None:
+            stop_tracing()  # exports the spans still batched
 
 
 def run(main: Coroutine[Any, Any, None], settings: Settings) -> None:

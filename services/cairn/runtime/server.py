@@ -18,6 +18,7 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from cairn.runtime.channels import internal_channel
 from cairn.runtime.errors import (
     ErrorStyle,
     InvalidRequest,
@@ -26,6 +27,7 @@ from cairn.runtime.errors import (
     safe_text,
 )
 from cairn.runtime.metrics import MethodMetrics, RpcMetrics, rpc_type
+from cairn.runtime.tracing import ServerSpan, tracer
 
 log = structlog.get_logger()
 
@@ -164,24 +166,27 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
             self._metrics.method(method, rpc_type(handler)) if self._metrics else None
         )
 
-        def begin(context: Context) -> float:
+        def begin(context: Context) -> tuple[float, ServerSpan | None]:
             md = dict(context.invocation_metadata() or ())
             request_id = md.get("x-request-id", "")
             structlog.contextvars.bind_contextvars(rpc=method, request_id=request_id)
             if meter is not None:
                 meter.started.inc()
                 meter.in_flight.inc()
-            return time.perf_counter()
+            active = tracer()
+            return time.perf_counter(), None if active is None else ServerSpan(active, method, md)
 
         # Probes and reflection are frequent and uninteresting; log them only at debug level.
         quiet = method.startswith(("/grpc.health.", "/grpc.reflection."))
 
-        def finish(started: float, code: str) -> None:
+        def finish(started: float, span: ServerSpan | None, code: str) -> None:
             seconds = time.perf_counter() - started
             if meter is not None:
                 meter.in_flight.dec()
                 meter.handled(code).inc()
                 meter.seconds.observe(seconds)
+            if span is not None:
+                span.end(code)
             (log.debug if quiet else log.info)(
                 "rpc_finished", code=code, duration_ms=round(seconds * 1000, 3)
             )
@@ -201,9 +206,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
             behavior: Callable[..., Awaitable[Any]], parse: Callable[[Any], Any]
         ) -> Callable[..., Awaitable[bytes]]:
             async def run(request: Any, context: Context) -> bytes:
-                started, code = time.perf_counter(), "OK"
+                started, span, code = time.perf_counter(), None, "OK"
                 try:
-                    started = begin(context)
+                    started, span = begin(context)
                     return bytes(encode(await behavior(parse(request), context)))
                 except grpc.aio.AbortError:  # the handler aborted by itself
                     code = _aborted_code(context)
@@ -214,15 +219,15 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     await _abort(context, failure, style, domain)
                     raise  # unreachable: _abort raises AbortError
                 finally:
-                    finish(started, code)
+                    finish(started, span, code)
 
             return run
 
         def streaming(behavior: Any, parse: Callable[[Any], Any]) -> Callable[..., Any]:
             async def run(request: Any, context: Context) -> AsyncIterator[bytes]:
-                started, code = time.perf_counter(), "OK"
+                started, span, code = time.perf_counter(), None, "OK"
                 try:
-                    started = begin(context)
+                    started, span = begin(context)
                     async for item in behavior(parse(request), context):
                         yield bytes(encode(item))
                 except grpc.aio.AbortError:
@@ -233,7 +238,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
                     code = failure.grpc_code.name
                     await _abort(context, failure, style, domain)
                 finally:
-                    finish(started, code)
+                    finish(started, span, code)
 
             return run
 
@@ -278,7 +283,7 @@ class FederatedHealth(AsyncHealthServicer):  # type: ignore[misc]
         if peer is None or request.service in self._local:
             return await super().Check(request, context)
         try:
-            async with grpc.aio.insecure_channel(peer) as channel:
+            async with internal_channel(peer) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 return await stub.Check(request, timeout=2)
         except grpc.aio.AioRpcError:

@@ -185,7 +185,7 @@ _TRACING = """\
               name: envoy.tracers.opentelemetry
               typed_config:
                 "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
-                service_name: envoy
+                service_name: cairn-envoy
                 grpc_service:
                   envoy_grpc: {{cluster_name: otlp_collector}}
                   timeout: 2s
