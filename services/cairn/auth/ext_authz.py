@@ -52,7 +52,8 @@ class Deny:
     http_status: int
     message: str
     # Stable, for the denials metric: the refusing ServiceError's reason, or the authorizer's own.
-    reason: str = "UNAUTHENTICATED"
+    # Not part of the decision: two denials with the same answer are equal.
+    reason: str = field(default="UNAUTHENTICATED", compare=False)
 
 
 class RequestAuthorizer(Protocol):
