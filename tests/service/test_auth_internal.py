@@ -49,7 +49,10 @@ class Internal:
         return account_id
 
 
-SERVICE = as_caller(Principal("component-service-caller"), SECRET)
+def service_caller() -> tuple[tuple[str, str], ...]:
+    """A service's signed assertion, made fresh: it expires two minutes after signing, and a
+    long suite can run a test later than that after this module was imported."""
+    return as_caller(Principal("component-service-caller"), SECRET)
 
 
 @pytest.fixture
@@ -84,20 +87,20 @@ def usage(account: str, count: int = 0, storage: int = 0, upload: int = 0
 async def test_usage_is_recorded_and_reported(internal: Internal) -> None:
     account = await internal.account()
     reply = await internal.stub.RecordComponentUsage(
-        usage(account, 1, 1_000_000, 1_000_000), metadata=SERVICE
+        usage(account, 1, 1_000_000, 1_000_000), metadata=service_caller()
     )
     assert (reply.usage.component_count, reply.usage.storage_bytes,
             reply.usage.monthly_upload_bytes) == (1, 1_000_000, 1_000_000)
     assert reply.plan.component_limit == 3 and reply.plan.storage_limit == 10_000_000
     # A new version: no new component, more storage and upload.
     reply = await internal.stub.RecordComponentUsage(
-        usage(account, 0, 2_000_000, 2_000_000), metadata=SERVICE
+        usage(account, 0, 2_000_000, 2_000_000), metadata=service_caller()
     )
     assert (reply.usage.component_count, reply.usage.storage_bytes,
             reply.usage.monthly_upload_bytes) == (1, 3_000_000, 3_000_000)
     # Releasing (a failed upload compensated) never goes below zero; the month's upload stays.
     reply = await internal.stub.RecordComponentUsage(
-        usage(account, -5, -9_000_000, 0), metadata=SERVICE
+        usage(account, -5, -9_000_000, 0), metadata=service_caller()
     )
     assert (reply.usage.component_count, reply.usage.storage_bytes,
             reply.usage.monthly_upload_bytes) == (0, 0, 3_000_000)
@@ -106,7 +109,7 @@ async def test_usage_is_recorded_and_reported(internal: Internal) -> None:
 async def expect_limit(internal: Internal, request: pb.RecordComponentUsageRequest,
                        message: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await internal.stub.RecordComponentUsage(request, metadata=SERVICE)
+        await internal.stub.RecordComponentUsage(request, metadata=service_caller())
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert err.value.details() == message
     # grpc.aio gives (key, value) pairs; its type stubs say otherwise.
@@ -119,7 +122,8 @@ async def test_each_limit_refuses_with_golems_message_and_records_nothing(
 ) -> None:
     account = await internal.account()
     for _ in range(3):
-        await internal.stub.RecordComponentUsage(usage(account, 1, 100, 100), metadata=SERVICE)
+        await internal.stub.RecordComponentUsage(usage(account, 1, 100, 100),
+                                                 metadata=service_caller())
     await expect_limit(internal, usage(account, 1, 100, 100),
                        "Limit exceeded: Limit Exceeded: Component limit exceeded (limit: 3)")
     await expect_limit(
@@ -129,14 +133,14 @@ async def test_each_limit_refuses_with_golems_message_and_records_nothing(
     )
     for _ in range(3):
         await internal.stub.RecordComponentUsage(usage(account, 0, 0, 8_000_000),
-                                                 metadata=SERVICE)
+                                                 metadata=service_caller())
     await expect_limit(
         internal, usage(account, 0, 0, 1_000_000),
         f"Limit exceeded: Limit Exceeded: Upload limit exceeded for account: {account} "
         "(limit: 25 MB)",
     )
     # Nothing of the refused calls was recorded.
-    reply = await internal.stub.RecordComponentUsage(usage(account), metadata=SERVICE)
+    reply = await internal.stub.RecordComponentUsage(usage(account), metadata=service_caller())
     assert (reply.usage.component_count, reply.usage.storage_bytes,
             reply.usage.monthly_upload_bytes) == (3, 300, 24_000_300)
 
@@ -146,7 +150,7 @@ async def test_concurrent_creations_never_overshoot_the_component_limit(
 ) -> None:
     account = await internal.account()
     results = await asyncio.gather(
-        *(internal.stub.RecordComponentUsage(usage(account, 1, 10, 10), metadata=SERVICE)
+        *(internal.stub.RecordComponentUsage(usage(account, 1, 10, 10), metadata=service_caller())
           for _ in range(20)),
         return_exceptions=True,
     )
@@ -158,7 +162,7 @@ async def test_concurrent_creations_never_overshoot_the_component_limit(
 
 async def test_usage_of_an_unknown_account_is_not_found(internal: Internal) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await internal.stub.RecordComponentUsage(usage("nobody", 1), metadata=SERVICE)
+        await internal.stub.RecordComponentUsage(usage("nobody", 1), metadata=service_caller())
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -182,13 +186,13 @@ async def test_internal_methods_refuse_bearer_tokens_and_forged_assertions(
 async def test_lookup_account_returns_the_account_and_its_plan(internal: Internal) -> None:
     account = await internal.account()
     reply = await internal.stub.LookupAccount(pb.LookupAccountRequest(account_id=account),
-                                              metadata=SERVICE)
+                                              metadata=service_caller())
     assert (reply.account_id, reply.name, reply.email) == (account, "a", "a@example.com")
     assert reply.plan.plan_id == "00000000-0000-0000-0000-000000000000"
     assert reply.plan.project_limit == 100 and reply.plan.component_limit == 3
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await internal.stub.LookupAccount(pb.LookupAccountRequest(account_id="nobody"),
-                                          metadata=SERVICE)
+                                          metadata=service_caller())
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -199,13 +203,13 @@ async def test_authenticate_refuses_expired_and_unknown_tokens(internal: Interna
     live = str(uuid.uuid4())
     token = await internal.store.add_token(account, live, FAR_FUTURE)
     reply = await internal.stub.Authenticate(pb.AuthenticateRequest(token_secret=live),
-                                             metadata=SERVICE)
+                                             metadata=service_caller())
     assert (reply.principal.account_id, reply.principal.token_id) == (account, token.id)
     for secret, message in ((expired, "Invalid Token: Expired auth token."),
                             (str(uuid.uuid4()), "Invalid Token: Unknown token secret.")):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await internal.stub.Authenticate(pb.AuthenticateRequest(token_secret=secret),
-                                             metadata=SERVICE)
+                                             metadata=service_caller())
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert err.value.details() == message
 
