@@ -156,29 +156,28 @@ def markdown(data: dict[str, Any]) -> str:
         "## Every figure beside the floors",
         "",
         "Latency in ms at 1 connection; throughput in requests/s at "
-        f"{THROUGHPUT_CONNECTIONS} connections (with its p50). `x HTTP floor` is the p50 divided "
-        "by the direct-response p50; `x gRPC floor` by the echo-through-Envoy p50.",
+        f"{THROUGHPUT_CONNECTIONS} connections (with its p50 and p99). `x HTTP floor` is the p50 "
+        "divided by the direct-response p50, `x gRPC floor` by the echo-through-Envoy p50; "
+        "`% gRPC floor` is the throughput as a share of the echo's.",
         "",
-        f"| scenario | p50 | p99 | x HTTP floor | x gRPC floor | req/s | p50 at "
+        f"| scenario | p50 | p99 | x HTTP floor | x gRPC floor | req/s | % gRPC floor | p50 at "
         f"{THROUGHPUT_CONNECTIONS} | p99 at {THROUGHPUT_CONNECTIONS} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for entry in scenarios.values():
         lat, thr, ratios = entry["latency"], entry["throughput"], entry["ratios"]
         if entry["error"]:
-            lines.append(f"| {entry['title']} | failed: {entry['error'][:120]} |||||||")
+            lines.append(f"| {entry['title']} | failed: {entry['error'][:120]} ||||||||")
             continue
         if lat is None or entry["key"] in ("ws_fanout",):
             continue
+        share = ratios.get("throughput_rps_share_of_floor_grpc")
+        throughput = (f"{thr['rps']:.0f} | {'-' if share is None else f'{share:.0%}'} | "
+                      f"{_ms(thr['p50_ms'])} | {_ms(thr['p99_ms'])}") if thr else "- | - | - | -"
         lines.append(
             f"| {entry['title']} | {_ms(lat['p50_ms'])} | {_ms(lat['p99_ms'])} | "
             f"{ratios.get('latency_p50_x_floor_http', '-')} | "
-            f"{ratios.get('latency_p50_x_floor_grpc', '-')} | "
-            f"{thr['rps']:.0f} | {_ms(thr['p50_ms'])} | {_ms(thr['p99_ms'])} |"
-            if thr else
-            f"| {entry['title']} | {_ms(lat['p50_ms'])} | {_ms(lat['p99_ms'])} | "
-            f"{ratios.get('latency_p50_x_floor_http', '-')} | "
-            f"{ratios.get('latency_p50_x_floor_grpc', '-')} | - | - | - |")
+            f"{ratios.get('latency_p50_x_floor_grpc', '-')} | {throughput} |")
     upload = scenarios.get("upload_50mb")
     if upload and not upload["error"]:
         lines += ["", f"**{upload['title']}** ({upload['method']}): "
