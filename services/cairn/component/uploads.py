@@ -436,21 +436,29 @@ class TempFileSink:
         path = Path(raw_path)
         file = os.fdopen(fd, "wb")
         digest = hashlib.sha256()
+
+        def write(data: bytes) -> None:
+            # In the worker thread: hashing releases the GIL, so it overlaps the event loop.
+            file.write(data)
+            digest.update(data)
+
         size = 0
-        batch = bytearray()
+        batch: list[bytes] = []
+        batch_size = 0
         try:
             async for chunk in chunks:
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise PartTooLarge(info.name, limit)
-                digest.update(chunk)
-                batch += chunk
+                batch.append(bytes(chunk))
+                batch_size += len(chunk)
                 # Gathered so that small network chunks do not cost one thread hop each.
-                if len(batch) >= _WRITE_BATCH:
-                    await calls.run(file.write, bytes(batch))
+                if batch_size >= _WRITE_BATCH:
+                    await calls.run(write, b"".join(batch))
                     batch.clear()
+                    batch_size = 0
             if batch:
-                await calls.run(file.write, bytes(batch))
+                await calls.run(write, b"".join(batch))
             await calls.run(file.close)
         except BaseException:
             await asyncio.shield(self._discard(calls, file, path))
