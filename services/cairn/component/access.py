@@ -38,6 +38,8 @@ CREATE_COMPONENT = project_pb.PROJECT_ACTION_CREATE_COMPONENT
 UPDATE_COMPONENT = project_pb.PROJECT_ACTION_UPDATE_COMPONENT
 
 _TIMEOUT_SECONDS = 5.0
+# Accounts whose default project id a gateway remembers (the ids never change).
+KNOWN_DEFAULTS_MAX = 10_000
 
 
 def _as_service_error(err: grpc.aio.AioRpcError) -> ServiceError:
@@ -62,6 +64,9 @@ class ProjectGateway:
         self._address = project_address
         self._secret = internal_secret
         self._channel: grpc.aio.Channel | None = None
+        # account id -> its default project's id: a default project is never deleted or
+        # replaced, so asking once saves a call to the project service per request.
+        self._known_defaults: dict[str, str] = {}
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -72,6 +77,9 @@ class ProjectGateway:
         return project_grpc.ProjectServiceStub(self._open())
 
     async def default_project_id(self, caller: Principal) -> str:
+        known = self._known_defaults.get(caller.account_id)
+        if known is not None:
+            return known
         try:
             reply = await self._projects().GetDefaultProject(
                 project_pb.GetDefaultProjectRequest(),
@@ -80,6 +88,9 @@ class ProjectGateway:
             )
         except grpc.aio.AioRpcError as err:
             raise _as_service_error(err) from None
+        if len(self._known_defaults) >= KNOWN_DEFAULTS_MAX:
+            self._known_defaults.clear()
+        self._known_defaults[caller.account_id] = reply.project.project_id
         return reply.project.project_id
 
     async def authorize(self, caller: Principal, project_id: str, action: int) -> str:
@@ -95,6 +106,9 @@ class ProjectGateway:
                 timeout=_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:  # a remembered default gone after all
+                self._known_defaults = {
+                    a: p for a, p in self._known_defaults.items() if p != project_id}
             raise _as_service_error(err) from None
         return reply.project_owner_account_id
 
