@@ -5,15 +5,17 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
-from cairn.runtime.server import CAIRN_SERVICES
+from cairn.runtime.reflection import V1, V1ALPHA
+from cairn.runtime.server import CAIRN_SERVICES, HEALTH_SERVICE
 
 from .conftest import RunningStack
 
 pytestmark = pytest.mark.e2e
+EXT_AUTHZ = "envoy.service.auth.v3.Authorization"
 
 
 def test_typed_grpc_through_envoy_and_direct(stack: RunningStack) -> None:
@@ -50,13 +52,34 @@ def test_grpc_errors_keep_their_status_through_envoy(stack: RunningStack) -> Non
     assert failed.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_reflection_through_envoy_lists_cairn_services(stack: RunningStack) -> None:
-    with grpc.insecure_channel(stack.grpc_target) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+def _list_services(target: str, version: str) -> set[str]:
+    """`grpcurl -plaintext <target> list` over reflection `version` (v1 and v1alpha messages are
+    the same on the wire)."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(
+            f"/{version}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
         request = reflection_pb2.ServerReflectionRequest(list_services="")
-        (reply,) = list(stub.ServerReflectionInfo(iter([request])))
-    names = {s.name for s in reply.list_services_response.service}
-    assert {"cairn.project.v1.ProjectService", "cairn.auth.v1.AuthService"} <= names
+        (reply,) = list(call(iter([request]), timeout=30))
+    return {s.name for s in reply.list_services_response.service}
+
+
+def test_each_port_lists_its_services_and_envoy_lists_all_of_them(stack: RunningStack) -> None:
+    common = {HEALTH_SERVICE, V1, V1ALPHA}
+    served: set[str] = set()
+    for version in (V1, V1ALPHA):
+        for key, main in CAIRN_SERVICES.items():
+            names = _list_services(f"127.0.0.1:{stack.grpc_ports[key]}", version) - common
+            package = main.rsplit(".", 1)[0]
+            own = {n for n in names if n.startswith(f"{package}.")}
+            assert main in own, (key, version)
+            # Only ext_authz's server, which Envoy calls itself, is not in the service's package.
+            assert names - own == ({EXT_AUTHZ} if key == "auth" else set()), (key, version)
+            served |= own
+        # Envoy's reflection route asks for the edge's view: every service the edge routes.
+        assert _list_services(stack.grpc_target, version) == served | common, version
 
 
 def test_health_reports_serving_for_all_four_services(stack: RunningStack) -> None:

@@ -7,15 +7,14 @@ import importlib
 import pkgutil
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from cairn.runtime.channels import internal_channel
@@ -27,6 +26,7 @@ from cairn.runtime.errors import (
     safe_text,
 )
 from cairn.runtime.metrics import MethodMetrics, RpcMetrics, rpc_type
+from cairn.runtime.reflection import enable_reflection
 from cairn.runtime.tracing import ServerSpan, tracer
 
 log = structlog.get_logger()
@@ -352,6 +352,27 @@ class Readiness:
             await asyncio.sleep(self._interval)
 
 
+class _Registry:
+    """The server as a `register` callback sees it, noting the name of each service added
+    (generated `add_*Servicer_to_server` functions add one generic handler per service)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+        self.services: list[str] = []
+
+    def add_generic_rpc_handlers(
+        self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None:
+        for handler in handlers:
+            name = getattr(handler, "service_name", None)
+            if callable(name):
+                self.services.append(str(name()))
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -383,14 +404,15 @@ async def start_server(
             ("grpc.max_send_message_length", max_message_bytes),
         ],
     )
-    register(server)
+    registry = _Registry(server)
+    register(cast(grpc.aio.Server, registry))
     health_servicer = FederatedHealth(peers or {})
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *services]:
         await health_servicer.set_local(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        [*cairn_proto_services(), HEALTH_SERVICE, reflection.SERVICE_NAME], server
-    )
+    # This port lists what it serves; Envoy's route asks for the edge's view (all of Cairn).
+    enable_reflection(server, [*registry.services, HEALTH_SERVICE],
+                      [*cairn_proto_services(), HEALTH_SERVICE])
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return RunningServer(server, bound, health_servicer)
