@@ -69,12 +69,17 @@ class Helm:
                               env=env, timeout=60, check=False)
 
     def template(self, scenario: str | None = None, *, kube_version: str = KUBE_VERSIONS[0],
-                 set_values: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+                 set_values: Sequence[str] = (), api_versions: Sequence[str] = (),
+                 ) -> subprocess.CompletedProcess[str]:
+        """`helm template`; `api_versions` are what the cluster would serve besides the
+        built-in ones (e.g. `monitoring.coreos.com/v1/PodMonitor` with the Prometheus Operator)."""
         args = ["template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", kube_version]
         if scenario is not None:
             args += ["-f", str(values_file(scenario))]
         for item in set_values:
             args += ["--set", item]
+        for api in api_versions:
+            args += ["--api-versions", api]
         return self.run(*args)
 
 

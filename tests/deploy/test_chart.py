@@ -17,7 +17,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from cairn.runtime.server import CAIRN_SERVICES
-from cairn.runtime.settings import DEFAULT_PORTS
+from cairn.runtime.settings import DEFAULT_PORTS, METRICS_PORT_OFFSET, Settings
 
 from .conftest import CHART, KUBE_VERSIONS, NAMESPACE, RELEASE, SCENARIOS, Helm, Rendered, render
 
@@ -29,6 +29,8 @@ PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?=[a-z0-9]))*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 Manifest = dict[str, Any]
+# The Prometheus Operator's API group (PodMonitor), a CRD the Kubernetes schemas do not know.
+MONITORING_API = "monitoring.coreos.com"
 
 
 def containers(spec: Manifest) -> list[Manifest]:
@@ -63,6 +65,8 @@ def test_every_document_passes_the_strict_kubernetes_schema(
     docs = render(helm, scenario, kube_version).docs
     assert docs
     for doc in docs:
+        if doc["apiVersion"].startswith(f"{MONITORING_API}/"):
+            continue  # a CRD's kind: test_prometheus_finds_every_metrics_port checks it
         try:
             kubernetes_validate.validate(doc, kube_version, strict=True)
         except kubernetes_validate.ValidationError as err:
@@ -163,6 +167,9 @@ def test_cairn_services_have_native_grpc_probes_for_their_health_names(
         ws_port = rendered.values["services"][service].get("wsPort")
         if ws_port is not None:
             expected_ports.append({"name": "ws", "containerPort": ws_port, "protocol": "TCP"})
+        if rendered.values["metrics"]["enabled"]:
+            expected_ports.append({"name": "metrics", "containerPort": metrics_port(
+                rendered.values, service), "protocol": "TCP"})
         assert container["ports"] == expected_ports
         # Readiness follows the service's dependencies; startup and liveness only the process.
         assert container["readinessProbe"]["grpc"] == {"port": port, "service": health_name}
@@ -309,14 +316,24 @@ def test_pods_roll_when_the_configuration_changes(helm: Helm) -> None:
     assert checksum() != checksum("log.level=debug")
 
 
-def test_network_policies_open_only_envoys_http_port(rendered: Rendered) -> None:
+def test_network_policies_open_only_envoys_http_port_and_metrics_to_scrapers(
+    rendered: Rendered,
+) -> None:
     policies = rendered.of_kind("NetworkPolicy")
     if not rendered.values["networkPolicy"]["enabled"]:
         assert policies == []
         return
+    metrics = rendered.values["metrics"]
+    scrape_rules: list[Manifest] = []
+    if metrics["enabled"]:
+        scrape_rules = [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+        if metrics["scrapers"]:
+            scrape_rules[0]["from"] = metrics["scrapers"]
     envoy_policy = rendered.get("NetworkPolicy", f"{RELEASE}-cairn-envoy")
-    assert envoy_policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert envoy_policy["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}]}, *scrape_rules]
     internal = rendered.get("NetworkPolicy", f"{RELEASE}-cairn-internal")
+    assert internal["spec"]["ingress"][1:] == scrape_rules
     allowed = internal["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     # Every pod of the release (services, Envoy, the helm test Pod) may call the others.
     for owner, _ in rendered.pod_specs():
@@ -396,6 +413,108 @@ def test_notes_render_with_the_real_service_and_secret_names(pinned_helm: Helm) 
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
+def metrics_port(values: dict[str, Any], service: str) -> int:
+    """A service's scrape port as the chart and the service itself default it."""
+    svc = values["services"][service]
+    return int(svc.get("metricsPort") or svc["port"] + METRICS_PORT_OFFSET)
+
+
+def metrics_ports(rendered: Rendered) -> dict[str, int]:
+    """Deployment name -> the containerPort named "metrics" of its pods (when it has one)."""
+    found = {}
+    for deployment in rendered.of_kind("Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for port in container.get("ports", []):
+                if port["name"] == "metrics":
+                    found[deployment["metadata"]["name"]] = port["containerPort"]
+    return found
+
+
+def test_every_cairn_pod_declares_the_metrics_port_it_serves(rendered: Rendered) -> None:
+    """The chart's ports and the processes' settings agree: each service scrapes where its
+    pod declares, Envoy's stats listener where the Envoy pod declares."""
+    config = rendered.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    enabled = rendered.values["metrics"]["enabled"]
+    settings = Settings.from_env(config)
+    assert settings.metrics_enabled is enabled
+    declared = metrics_ports(rendered)
+    if not enabled:
+        assert declared == {}
+        return
+    expected = {f"{RELEASE}-cairn-{s}": metrics_port(rendered.values, s) for s in CAIRN_SERVICES}
+    expected[f"{RELEASE}-cairn-envoy"] = rendered.values["envoy"]["statsPort"]
+    assert declared == expected
+    for service in CAIRN_SERVICES:
+        assert settings.metrics_port(service) == declared[f"{RELEASE}-cairn-{service}"]
+    assert settings.envoy_stats_port == declared[f"{RELEASE}-cairn-envoy"]
+
+
+def _scrape_annotations(rendered: Rendered) -> dict[str, dict[str, str]]:
+    found = {}
+    for deployment in rendered.of_kind("Deployment"):
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        scrape = {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")}
+        if scrape:
+            found[deployment["metadata"]["name"]] = scrape
+    return found
+
+
+def test_prometheus_finds_every_metrics_port(rendered: Rendered) -> None:
+    """A PodMonitor selecting exactly the pods with a metrics port, or annotations on them."""
+    declared = metrics_ports(rendered)
+    monitors = rendered.of_kind("PodMonitor")
+    annotated = _scrape_annotations(rendered)
+    discovery = rendered.values["metrics"]["discovery"]
+    if not rendered.values["metrics"]["enabled"] or discovery == "none":
+        assert (monitors, annotated) == ([], {})
+        return
+    if discovery == "podMonitor":
+        assert annotated == {}
+        (monitor,) = monitors
+        assert monitor["apiVersion"] == f"{MONITORING_API}/v1"
+        labels = monitor["metadata"]["labels"]
+        assert rendered.values["metrics"]["podMonitor"]["labels"].items() <= labels.items()
+        selector = monitor["spec"]["selector"]
+        (expression,) = selector["matchExpressions"]
+        assert expression["key"] == "app.kubernetes.io/component"
+        selected = {
+            d["metadata"]["name"] for d in rendered.of_kind("Deployment")
+            if matches(selector["matchLabels"], d["spec"]["template"]["metadata"]["labels"])
+            and d["spec"]["template"]["metadata"]["labels"][expression["key"]]
+            in expression["values"]
+        }
+        assert selected == set(declared)
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+        assert endpoint["interval"] == rendered.values["metrics"]["podMonitor"]["interval"]
+    else:  # auto, and `helm template` sees no Prometheus Operator
+        assert monitors == []
+        assert annotated == {
+            name: {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                   "prometheus.io/path": "/metrics"}
+            for name, port in declared.items()
+        }
+
+
+def test_auto_discovery_follows_the_clusters_apis(helm: Helm) -> None:
+    def kinds_and_annotated(*api_versions: str, set_values: tuple[str, ...] = ()) -> tuple[
+            list[str], int]:
+        result = helm.template(api_versions=api_versions, set_values=set_values)
+        assert result.returncode == 0, result.stderr
+        rendered = Rendered("auto", {}, [d for d in yaml.safe_load_all(result.stdout) if d])
+        return ([d["kind"] for d in rendered.of_kind("PodMonitor")],
+                len(_scrape_annotations(rendered)))
+
+    pods = len(CAIRN_SERVICES) + 1
+    assert kinds_and_annotated() == ([], pods)
+    with_operator = f"{MONITORING_API}/v1/PodMonitor"
+    assert kinds_and_annotated(with_operator) == (["PodMonitor"], 0)
+    assert kinds_and_annotated(with_operator, set_values=("metrics.discovery=annotations",)) == (
+        [], pods)
+    assert kinds_and_annotated(with_operator, set_values=("metrics.discovery=none",)) == ([], 0)
+    assert kinds_and_annotated(with_operator, set_values=("metrics.enabled=false",)) == ([], 0)
+
+
 # Values the schema (or the chart's own checks) must refuse, and the key the error must name.
 # The error text differs between helm majors, so only the key is matched.
 REJECTED = [
@@ -423,6 +542,13 @@ REJECTED = [
     (["services.ledger.port=50051"], "port"),
     (["services.ledger.wsPort=50054"], "wsPort"),
     (["services.ledger.wsPort=0"], "wsPort"),
+    (["services.ledger.metricsPort=50054"], "metricsPort"),
+    (["services.auth.port=50054", "services.ledger.port=50055", "services.ledger.wsPort=50056",
+      "services.auth.metricsPort=50155"], "metricsPort"),
+    (["envoy.statsPort=8080"], "statsPort"),
+    (["envoy.statsPort=0"], "statsPort"),
+    (["metrics.discovery=serviceMonitor"], "discovery"),
+    (["metrics.podMonitor.interval=soon"], "interval"),
 ]
 
 

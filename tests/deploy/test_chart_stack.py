@@ -29,6 +29,7 @@ from typing import IO, Any
 import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
+from prometheus_client.parser import text_string_to_metric_families
 
 from cairn.auth.ledger_jwt import CLAIMS_NAMESPACE, DEFAULT_LEDGER_ID, encode_jwt_hs256
 from cairn.runtime.server import CAIRN_SERVICES
@@ -150,22 +151,24 @@ def chart_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ChartStack]:
     ports = {name: free_port() for name in CAIRN_SERVICES}
-    http_port, admin_port = free_port(), free_port()
+    scrape_ports = {name: free_port() for name in CAIRN_SERVICES}
+    http_port, admin_port, stats_port = free_port(), free_port(), free_port()
     overrides = [
         "redis.enabled=false", f"externalRedis.url={redis_url}",
         "minio.enabled=false", f"externalS3.endpoint={moto_endpoint}", "externalS3.secure=false",
         "externalS3.accessKey=testing", "externalS3.secretKey=testing",
         f"envoy.httpPort={http_port}", f"envoy.adminPort={admin_port}",
-        f"envoy.service.port={http_port}",
+        f"envoy.service.port={http_port}", f"envoy.statsPort={stats_port}",
         *[f"services.{name}.port={port}" for name, port in ports.items()],
+        *[f"services.{name}.metricsPort={port}" for name, port in scrape_ports.items()],
     ]
     result = helm.template(set_values=overrides)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     values = effective_values("default")
     for name, port in ports.items():
-        values["services"][name]["port"] = port
-    values["envoy"].update(httpPort=http_port, adminPort=admin_port)
+        values["services"][name].update(port=port, metricsPort=scrape_ports[name])
+    values["envoy"].update(httpPort=http_port, adminPort=admin_port, statsPort=stats_port)
     rendered = Rendered("chart-stack", values, docs)
     run_dir = tmp_path_factory.mktemp("chart-stack")
     pods: dict[str, Pod] = {}
@@ -249,6 +252,23 @@ def test_every_service_answers_a_call_through_envoy(chart_stack: ChartStack) -> 
         packages = client.get("/v1/packages", headers=ledger)
         assert packages.status_code == 200, packages.text
         assert packages.json() == {"status": 200, "result": []}
+
+
+def test_every_pod_serves_prometheus_text_on_its_declared_metrics_port(
+    chart_stack: ChartStack,
+) -> None:
+    """What the PodMonitor or the prometheus.io annotations point Prometheus at."""
+    for deployment in chart_stack.rendered.of_kind("Deployment"):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component not in {*CAIRN_SERVICES, "envoy"}:
+            continue
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+        reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+        assert reply.status_code == 200, component
+        families = {f.name for f in text_string_to_metric_families(reply.text)}
+        wanted = "envoy_cluster_upstream_rq" if component == "envoy" else "grpc_server_handled"
+        assert wanted in families, (component, sorted(families)[:20])
 
 
 def test_every_pod_stops_on_sigterm_within_its_grace_period(chart_stack: ChartStack) -> None:

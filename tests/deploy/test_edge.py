@@ -138,8 +138,15 @@ def test_chart_environment_renders_dns_upstreams_for_every_service(
     assert listener == {"address": "0.0.0.0", "port_value": rendered.values["envoy"]["httpPort"]}
     envoy = rendered.get("Deployment", f"{RELEASE}-cairn-envoy")["spec"]["template"]["spec"]
     declared = {p["name"]: p["containerPort"] for p in envoy["containers"][0]["ports"]}
-    assert declared == {"http": rendered.values["envoy"]["httpPort"],
-                        "admin": config["admin"]["address"]["socket_address"]["port_value"]}
+    listeners = {item["name"]: item["address"]["socket_address"]["port_value"]
+                 for item in config["static_resources"]["listeners"]}
+    expected = {"http": rendered.values["envoy"]["httpPort"],
+                "admin": config["admin"]["address"]["socket_address"]["port_value"]}
+    if rendered.values["metrics"]["enabled"]:
+        # The pod declares (for the PodMonitor, annotations, NetworkPolicy) the stats listener.
+        expected["metrics"] = listeners["stats"]
+    assert declared == expected
+    assert listeners["stats"] == rendered.values["envoy"]["statsPort"]
 
 
 def test_real_envoy_validates_what_the_module_renders_from_the_chart(

@@ -67,6 +67,52 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-%s:%d" (include "cairn.fullname" .ctx) .service (int $svc.port) -}}
 {{- end -}}
 
+{{/* A service's Prometheus port (metrics.*); pass (dict "ctx" $ "service" "auth"). As the
+service itself defaults it (cairn.runtime.settings): its gRPC port + 100 unless set. */}}
+{{- define "cairn.metricsPort" -}}
+{{- $svc := index .ctx.Values.services .service -}}
+{{- int ($svc.metricsPort | default (add $svc.port 100)) -}}
+{{- end -}}
+
+{{/* How Prometheus finds the pods: "podMonitor", "annotations", or nothing (metrics.discovery). */}}
+{{- define "cairn.metricsDiscovery" -}}
+{{- $m := .Values.metrics -}}
+{{- if $m.enabled -}}
+{{- if eq $m.discovery "auto" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PodMonitor" -}}
+podMonitor
+{{- else -}}
+annotations
+{{- end -}}
+{{- else if ne $m.discovery "none" -}}
+{{- $m.discovery -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A pod's prometheus.io/* annotations when Prometheus discovers pods by them; pass
+(dict "ctx" $ "port" 50153). */}}
+{{- define "cairn.scrapeAnnotations" -}}
+{{- if eq (include "cairn.metricsDiscovery" .ctx) "annotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
+{{- end -}}
+
+{{/* The NetworkPolicy ingress rule that lets metrics.scrapers reach every "metrics" port. */}}
+{{- define "cairn.scrapeRule" -}}
+{{- if .Values.metrics.enabled -}}
+- ports:
+    - port: metrics
+      protocol: TCP
+  {{- with .Values.metrics.scrapers }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
 {{/* "address=grpc.service.Name" for every service, space-separated (the helm test Pod). */}}
 {{- define "cairn.testTargets" -}}
 {{- $pairs := list -}}
@@ -157,8 +203,18 @@ names the value to fix.
 {{- $wanted = add1 $wanted -}}
 {{- end -}}
 {{- end -}}
+{{- if .Values.metrics.enabled -}}
+{{- range $name, $svc := .Values.services -}}
+{{- $_ := set $ports (include "cairn.metricsPort" (dict "ctx" $ "service" $name)) $name -}}
+{{- $wanted = add1 $wanted -}}
+{{- end -}}
+{{- end -}}
 {{- if ne (len $ports) $wanted -}}
-{{- fail "services.*.port, services.*.wsPort: every port must be distinct" -}}
+{{- fail "services.*.port, services.*.wsPort, services.*.metricsPort (default port + 100): every port must be distinct" -}}
+{{- end -}}
+{{- $envoy := .Values.envoy -}}
+{{- if has (int $envoy.statsPort) (list (int $envoy.httpPort) (int $envoy.adminPort)) -}}
+{{- fail "envoy.statsPort must differ from envoy.httpPort and envoy.adminPort" -}}
 {{- end -}}
 {{- end -}}
 
