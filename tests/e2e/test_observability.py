@@ -21,6 +21,8 @@ from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
 from cairn.auth.ledger_jwt import encode_jwt_hs256
+from cairn.ledger.v1 import ledger_service_pb2 as ledger_pb
+from cairn.ledger.v1 import ledger_service_pb2_grpc as ledger_grpc
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
 
@@ -196,3 +198,54 @@ def test_rest_error_bodies_do_not_carry_the_grpc_details(stack: RunningStack) ->
     assert reply.status_code == 404
     assert reply.content == f'{{"error":"Project not found: {MISSING}"}}'.encode()
     assert "grpc-status-details-bin" not in reply.headers
+
+
+def _bad_request(failed: pytest.ExceptionInfo[grpc.RpcError]) -> tuple[str, list[str]]:
+    """The ErrorInfo reason and the BadRequest field paths of a failed native call."""
+    status = rpc_status.from_call(failed.value)  # type: ignore[arg-type]
+    assert status is not None
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info)
+    (packed,) = [d for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)]
+    assert packed.Unpack(bad)
+    # Each violation's description is one of the REST body's errors, in the same order.
+    assert [v.description for v in bad.field_violations] == status.message.split("; ")
+    return info.reason, [v.field for v in bad.field_violations]
+
+
+def test_validation_errors_name_the_fields_for_native_clients_rest_bodies_unchanged(
+    stack: RunningStack,
+) -> None:
+    root = (("authorization", f"Bearer {stack.root_token}"),)
+    alice = (("authorization", f"Bearer {ledger_token('Alice')}"),)
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        projects = pb_grpc.ProjectServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as empty_project:
+            projects.CreateProject(pb.CreateProjectRequest(), metadata=root)
+        with pytest.raises(grpc.RpcError) as bad_id:
+            projects.GetProject(pb.GetProjectRequest(project_id="not-a-uuid"), metadata=root)
+        ledger = ledger_grpc.LedgerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as bad_hint:
+            ledger.AllocateParty(ledger_pb.AllocatePartyRequest(identifier_hint="bad hint!"),
+                                 metadata=alice)
+        with pytest.raises(grpc.RpcError) as unknown_template:
+            ledger.Create(ledger_pb.CreateRequest(template_id="No:Such"), metadata=alice)
+    assert _bad_request(empty_project) == (
+        "INVALID_REQUEST", ["name", "ownerAccountId", "description"])
+    assert _bad_request(bad_id) == ("INVALID_REQUEST", ["projectId"])
+    assert _bad_request(bad_hint) == ("INVALID_REQUEST", ["identifierHint"])
+    assert _bad_request(unknown_template) == ("INVALID_REQUEST", ["templateId"])
+
+    # The same failures over REST: exactly the documented bodies, no details.
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        created = client.post("/v1/projects", json={},
+                              headers={"Authorization": f"Bearer {stack.root_token}"})
+        allocated = client.post("/v1/parties/allocate", json={"identifierHint": "bad hint!"},
+                                headers={"Authorization": f"Bearer {ledger_token('Alice')}"})
+    assert (created.status_code, created.content) == (400, (
+        b'{"errors":["Missing field: name","Missing field: ownerAccountId",'
+        b'"Missing field: description"]}'))
+    assert (allocated.status_code, allocated.json()) == (400, {"status": 400, "errors": [
+        "Invalid party identifier hint 'bad hint!': use 1 to 255 letters, digits and the "
+        "characters : - _ and space"]})

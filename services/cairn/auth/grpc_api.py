@@ -426,11 +426,12 @@ def _fuel_updates(body: bytes) -> dict[str, int]:
         raise InvalidRequest(f"Invalid JSON body: {err}") from None
     updates = data.get("updates") if isinstance(data, dict) else None
     if not isinstance(data, dict) or "updates" not in data:
-        raise InvalidRequest("Missing field: updates")
+        raise InvalidRequest.for_field("updates", "Missing field: updates")
     if not isinstance(updates, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in updates.values()
     ):
-        raise InvalidRequest("Invalid field updates: expected an object of account id -> integer")
+        raise InvalidRequest.for_field(
+            "updates", "Invalid field updates: expected an object of account id -> integer")
     return {str(k): v for k, v in updates.items()}
 
 

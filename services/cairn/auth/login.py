@@ -207,10 +207,11 @@ class LoginService:
     @staticmethod
     def _provider(raw: str | None) -> None:
         if raw is None:
-            raise InvalidRequest("Missing query parameter: provider")
+            raise InvalidRequest.for_field("provider", "Missing query parameter: provider")
         if raw.lower() not in PROVIDERS:
             expected = ", ".join(PROVIDERS)
-            raise InvalidRequest(f"Invalid provider: {raw!r}; expected one of {expected}")
+            raise InvalidRequest.for_field(
+                "provider", f"Invalid provider: {raw!r}; expected one of {expected}")
 
     async def _issue_for(self, user: ExternalUser) -> IssuedToken:
         candidate = Account(str(uuid.uuid4()), user.name, user.email, self._settings.plan.plan_id)
@@ -223,7 +224,8 @@ class LoginService:
     ) -> IssuedToken:
         self._provider(provider)
         if not access_token:
-            raise InvalidRequest("Missing query parameter: access-token")
+            raise InvalidRequest.for_field(
+                "access-token", "Missing query parameter: access-token")
         github, _ = self._enabled()
         return await self._issue_for(await github.user(access_token))
 
@@ -285,7 +287,7 @@ class LoginService:
 
     async def poll_web(self, state: str | None) -> WebPoll:
         if not state:
-            raise InvalidRequest("Missing query parameter: state")
+            raise InvalidRequest.for_field("state", "Missing query parameter: state")
         self._enabled()
         record = await self._store.login("web", state)
         if record is None:

@@ -27,6 +27,7 @@ from cairn.runtime.errors import (
     LimitExceeded,
     NotFound,
     PermissionDenied,
+    Problems,
     Unauthenticated,
 )
 from cairn.runtime.principal import Principal
@@ -92,31 +93,35 @@ def require_admin(caller: Principal) -> None:
 
 
 def _required(fields: Sequence[tuple[str, str | None]]) -> None:
-    problems = [f"Missing field: {name}" for name, value in fields if value is None]
-    if problems:
-        raise InvalidRequest(*problems)
+    problems = Problems()
+    for name, value in fields:
+        if value is None:
+            problems.add(name, f"Missing field: {name}")
+    problems.raise_if_any()
 
 
 def _required_query(fields: Sequence[tuple[str, object | None]]) -> None:
-    problems = [f"Missing query parameter: {name}" for name, value in fields if value is None]
-    if problems:
-        raise InvalidRequest(*problems)
+    problems = Problems()
+    for name, value in fields:
+        if value is None:
+            problems.add(name, f"Missing query parameter: {name}")
+    problems.raise_if_any()
 
 
 def _validate_account_data(name: str, email: str) -> None:
-    problems = []
+    problems = Problems()
     if not name.strip():
-        problems.append("Account name must not be empty")
+        problems.add("name", "Account name must not be empty")
     local, at, domain = email.partition("@")
     if not (local and at and domain) or any(c.isspace() for c in email):
-        problems.append(f"Invalid email: {email!r}")
-    if problems:
-        raise InvalidRequest(*problems)
+        problems.add("email", f"Invalid email: {email!r}")
+    problems.raise_if_any()
 
 
 def parse_role(raw: str) -> str:
     if raw not in ROLES:
-        raise InvalidRequest(f"Invalid role: {raw!r}; expected one of {', '.join(ROLES)}")
+        raise InvalidRequest.for_field(
+            "role", f"Invalid role: {raw!r}; expected one of {', '.join(ROLES)}")
     return raw
 
 
@@ -167,12 +172,14 @@ class AccountService:
         _required((("name", name), ("email", email)))
         assert name is not None and email is not None
         if body_id is not None and body_id != account_id:
-            raise InvalidRequest("The account id in the body does not match the path")
+            raise InvalidRequest.for_field(
+                "id", "The account id in the body does not match the path")
         _validate_account_data(name, email)
 
         def rename(current: Account) -> Account:
             if plan_id is not None and plan_id != current.plan_id:
-                raise InvalidRequest("Changing the plan of an account is not allowed")
+                raise InvalidRequest.for_field(
+                    "planId", "Changing the plan of an account is not allowed")
             return replace(current, name=name, email=email)
 
         updated = await self._store.modify_account(account_id, rename)
@@ -378,7 +385,9 @@ class ResourceLimitsService:
         """Checks every account first, then records all the updates or none."""
         for account_id, delta in updates.items():
             if not INT64_MIN <= delta <= INT64_MAX:
-                raise InvalidRequest(f"Invalid fuel update for {account_id}: not a 64-bit integer")
+                raise InvalidRequest.for_field(
+                    f"updates.{account_id}",
+                    f"Invalid fuel update for {account_id}: not a 64-bit integer")
             await self._account(caller, account_id)
         if not await self._store.record_fuel(updates):
             raise InvalidRequest("Fuel update out of range: a counter would overflow 64 bits")

@@ -166,17 +166,19 @@ class ComponentQuery:
 
 def parse_query(raw: str | None, *, field: str = "query") -> ComponentQuery:
     if raw is None:
-        raise InvalidRequest(f"Missing required form field(s): {field}")
+        raise InvalidRequest.for_field(field, f"Missing required form field(s): {field}")
     try:
         document = json.loads(raw)
     except ValueError as err:
-        raise InvalidRequest(f"Invalid {field}: not JSON ({err})") from None
+        raise InvalidRequest.for_field(field, f"Invalid {field}: not JSON ({err})") from None
     if not isinstance(document, dict):
-        raise InvalidRequest(f"Invalid {field}: expected a JSON object")
+        raise InvalidRequest.for_field(field, f"Invalid {field}: expected a JSON object")
     name = document.get("componentName", document.get("templateName"))
     if not isinstance(name, str):
-        raise InvalidRequest(f"Invalid {field}: componentName must be a string")
+        raise InvalidRequest.for_field(
+            f"{field}.componentName", f"Invalid {field}: componentName must be a string")
     project_id = document.get("projectId")
     if project_id is not None and not isinstance(project_id, str):
-        raise InvalidRequest(f"Invalid {field}: projectId must be a string")
+        raise InvalidRequest.for_field(
+            f"{field}.projectId", f"Invalid {field}: projectId must be a string")
     return ComponentQuery(project_id, name)

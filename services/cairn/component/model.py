@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from cairn.runtime.errors import InvalidRequest
+from cairn.runtime.errors import InvalidRequest, Problems
 
 ComponentType = Literal["Durable", "Ephemeral"]
 FilePermissions = Literal["read-only", "read-write"]
@@ -27,14 +27,15 @@ def parse_component_id(raw: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise InvalidRequest(f"Invalid component id: {raw!r} is not a UUID") from None
+        raise InvalidRequest.for_field(
+            "componentId", f"Invalid component id: {raw!r} is not a UUID") from None
 
 
 def parse_version(raw: str) -> int:
     """A version path segment: an unsigned 64-bit integer, else 400 "Invalid version"."""
     text = raw.strip()
     if not text.isdigit() or not text.isascii() or int(text) >= 2**64:
-        raise InvalidRequest("Invalid version")
+        raise InvalidRequest.for_field("version", "Invalid version")
     return int(text)
 
 
@@ -59,23 +60,24 @@ def parse_installation_id(raw: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise InvalidRequest(f"Invalid plugin installation id: {raw!r} is not a UUID") from None
+        raise InvalidRequest.for_field(
+            "installationId", f"Invalid plugin installation id: {raw!r} is not a UUID") from None
 
 
-def installation_problems(name: str | None, version: str | None, priority: int | None) -> list[str]:
-    """What is wrong with a PluginInstallationCreation's fields (all three are required)."""
-    problems = [
-        f"Missing field: {label}"
-        for label, value in (("name", name), ("version", version), ("priority", priority))
-        if value is None
-    ]
+def check_installation(name: str | None, version: str | None, priority: int | None) -> None:
+    """A PluginInstallationCreation's fields (all three are required), or a 400 naming each
+    bad one."""
+    problems = Problems()
+    for label, value in (("name", name), ("version", version), ("priority", priority)):
+        if value is None:
+            problems.add(label, f"Missing field: {label}")
     if name is not None and not name.strip():
-        problems.append("Plugin name must not be empty")
+        problems.add("name", "Plugin name must not be empty")
     if version is not None and not version.strip():
-        problems.append("Plugin version must not be empty")
+        problems.add("version", "Plugin version must not be empty")
     if priority is not None and not INT32_MIN <= priority <= INT32_MAX:
-        problems.append("Plugin priority must be a 32-bit signed integer")
-    return problems
+        problems.add("priority", "Plugin priority must be a 32-bit signed integer")
+    problems.raise_if_any()
 
 
 @dataclass(frozen=True, slots=True)

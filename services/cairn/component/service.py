@@ -37,7 +37,7 @@ from cairn.component.model import (
     FilePermissions,
     InitialFile,
     PluginInstallation,
-    installation_problems,
+    check_installation,
     parse_component_id,
     parse_installation_id,
 )
@@ -242,7 +242,7 @@ class ComponentService:
         files: FilesUpload | None,
     ) -> ComponentVersion:
         if name is None or not name.strip():
-            raise InvalidRequest("componentName must not be empty")
+            raise InvalidRequest.for_field("componentName", "componentName must not be empty")
         project = await self._project_for(caller, project_id)
         owner = await self._projects.authorize(caller, project, access.CREATE_COMPONENT)
         # Golem checks the name first: a taken name is a 409 before any work on the binary.
@@ -465,9 +465,7 @@ class ComponentService:
         priority: int | None,
         parameters: Mapping[str, str],
     ) -> PluginInstallation:
-        problems = installation_problems(name, version, priority)
-        if problems:
-            raise InvalidRequest(*problems)
+        check_installation(name, version, priority)
         assert name is not None and version is not None and priority is not None
         latest = await self._store.latest(parse_component_id(component_id))
         if latest is None:
@@ -498,9 +496,7 @@ class ComponentService:
         priority: int | None,
         parameters: Mapping[str, str],
     ) -> None:
-        problems = installation_problems("-", "-", priority)
-        if problems:
-            raise InvalidRequest(*problems)
+        check_installation("-", "-", priority)
         assert priority is not None
         latest = await self._latest_authorized(
             caller, component_id, access.UPDATE_COMPONENT

@@ -249,7 +249,8 @@ def meta_from_pb(meta: pb.CommandMeta) -> CommandMeta:
     deduplication = None
     if period == "deduplication_duration_ms":
         if meta.deduplication_duration_ms < 0:
-            raise InvalidRequest("deduplication_duration_ms must not be negative")
+            raise InvalidRequest.for_field("meta.deduplicationDurationMs",
+                                           "deduplication_duration_ms must not be negative")
         deduplication = Deduplication(window_ms=meta.deduplication_duration_ms)
     elif period == "deduplication_offset":
         deduplication = Deduplication(after_offset=_offset_text(meta.deduplication_offset))
@@ -264,8 +265,9 @@ def meta_from_pb(meta: pb.CommandMeta) -> CommandMeta:
 
 def _typed_argument(request: pb.ExerciseRequest | pb.CreateAndExerciseRequest) -> Any:
     if not request.HasField("argument"):
-        raise InvalidRequest("argument is required: the choice argument in the DAML-LF JSON "
-                             "encoding ({} for a choice without parameters)")
+        raise InvalidRequest.for_field(
+            "argument", "argument is required: the choice argument in the DAML-LF JSON "
+                        "encoding ({} for a choice without parameters)")
     return value_from_pb(request.argument)
 
 
@@ -371,8 +373,9 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
                 parse_meta(body))
             return exercised_reply(exercised, True)
         if not request.HasField("payload"):
-            raise InvalidRequest("payload is required: the contract argument in the DAML-LF "
-                                 "JSON encoding")
+            raise InvalidRequest.for_field(
+                "payload", "payload is required: the contract argument in the DAML-LF JSON "
+                           "encoding")
         exercised = await self._ledger.create_and_exercise(
             claims, request.template_id, value_from_pb(request.payload), request.choice,
             _typed_argument(request), meta_from_pb(request.meta))
@@ -401,7 +404,8 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
                                  "requires either key or contractId field")
         if has_key:
             if template is None:
-                raise InvalidRequest("A fetch by key requires templateId")
+                raise InvalidRequest.for_field("templateId",
+                                               "A fetch by key requires templateId")
             found = await self._ledger.fetch_by_key(claims, template, key)
         else:
             found = await self._ledger.fetch_by_id(claims, contract_id, template)
@@ -418,7 +422,8 @@ class LedgerApi(pb_grpc.LedgerServiceServicer):
         if readers is None:
             return claims
         if not isinstance(readers, list) or not all(isinstance(r, str) for r in readers):
-            raise InvalidRequest("readers must be a JSON array of party identifiers")
+            raise InvalidRequest.for_field(
+                "readers", "readers must be a JSON array of party identifiers")
         outside = sorted(set(readers) - claims.readers)
         if outside:
             raise Unauthenticated(

@@ -181,7 +181,8 @@ class LedgerService:
         ref = parse_template_ref(raw)
         found = await self._packages.resolve(ref)
         if found is None:
-            raise InvalidRequest(f"Cannot resolve template ID, given: {ref}")
+            raise InvalidRequest.for_field("templateId",
+                                           f"Cannot resolve template ID, given: {ref}")
         return found
 
     async def _exercise_target(self, raw: object) -> tuple[Identifier, bool]:
@@ -192,7 +193,8 @@ class LedgerService:
             return found, False
         interface_id = self._lookup_interface(ref)
         if interface_id is None:
-            raise InvalidRequest(f"Cannot resolve template ID, given: {ref}")
+            raise InvalidRequest.for_field("templateId",
+                                           f"Cannot resolve template ID, given: {ref}")
         return interface_id, True
 
     async def _interface(self, raw: object) -> Identifier:
@@ -204,7 +206,8 @@ class LedgerService:
             await self._packages.refresh()
             found = self._lookup_interface(ref)
         if found is None:
-            raise InvalidRequest(f"Cannot resolve interface ID, given: {ref}")
+            raise InvalidRequest.for_field("choiceInterfaceId",
+                                           f"Cannot resolve interface ID, given: {ref}")
         return found
 
     def _lookup_interface(self, ref: TemplateRef) -> Identifier | None:
@@ -305,12 +308,12 @@ class LedgerService:
                         choice_interface_id: Identifier | None = None
                         ) -> tuple[Identifier | None, Choice]:
         if not isinstance(choice, str) or not choice:
-            raise InvalidRequest("choice must be a non-empty string")
+            raise InvalidRequest.for_field("choice", "choice must be a non-empty string")
         try:
             return self._packages.engine.resolve_choice(template_id, choice, choice_interface_id)
         except EngineError as err:
             # An unknown or ambiguous choice is a bad request, not a ledger failure.
-            raise InvalidRequest(str(err)) from None
+            raise InvalidRequest.for_field("choice", str(err)) from None
 
     def _render(self, transaction: Transaction, return_type: Any) -> _Interpreted:
         """The stored forms, the JSON API events and the encoded result of a transaction.
@@ -363,10 +366,11 @@ class LedgerService:
         if choice_interface is not None:
             interface_id = await self._interface(choice_interface)
         if not by_key and (not isinstance(contract_id, str) or not contract_id):
-            raise InvalidRequest("contractId must be a non-empty string")
+            raise InvalidRequest.for_field("contractId", "contractId must be a non-empty string")
         if by_key and is_interface:
-            raise InvalidRequest(f"Exercise by key needs a template ID, given the interface "
-                                 f"{template_id_text(template_id)}")
+            raise InvalidRequest.for_field(
+                "templateId", f"Exercise by key needs a template ID, given the interface "
+                              f"{template_id_text(template_id)}")
         through, choice_def = self._resolve_choice(template_id, choice, interface_id)
         if by_key and through is not None:
             raise InvalidRequest(f"Exercise by key of a choice inherited from interface "
@@ -448,7 +452,7 @@ class LedgerService:
                           template: object | None = None) -> ContractRow | None:
         readers = require_readers(claims)
         if not isinstance(contract_id, str) or not contract_id:
-            raise InvalidRequest("contractId must be a non-empty string")
+            raise InvalidRequest.for_field("contractId", "contractId must be a non-empty string")
         wanted = None if template is None else template_id_text(await self._template(template))
         await self._consistent()
         row = self._feed.query_store.get(contract_id)
@@ -534,8 +538,9 @@ class LedgerService:
 
     async def allocate_party(self, hint: str | None, display_name: str | None) -> Party:
         if hint is not None and not _PARTY_HINT.fullmatch(hint):
-            raise InvalidRequest(f"Invalid party identifier hint {hint!r}: use 1 to 255 letters, "
-                                 f"digits and the characters : - _ and space")
+            raise InvalidRequest.for_field(
+                "identifierHint", f"Invalid party identifier hint {hint!r}: use 1 to 255 "
+                                  f"letters, digits and the characters : - _ and space")
         party = Party(hint or f"party-{uuid.uuid4().hex}", display_name)
         if not await self._store.allocate_party(party):
             raise InvalidRequest(f"Party already exists: {party.identifier}")

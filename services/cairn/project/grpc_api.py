@@ -22,7 +22,7 @@ from cairn.project.v1 import project_grant_service_pb2_grpc as grant_grpc
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
 from cairn.runtime.callers import CallerResolver
-from cairn.runtime.errors import InvalidRequest
+from cairn.runtime.errors import InvalidRequest, Problems
 from cairn.runtime.rest import is_rest, json_body
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -139,29 +139,30 @@ def _json_object(body: httpbody_pb2.HttpBody) -> dict[str, Any]:
     return data
 
 
-def _optional_string(data: dict[str, Any], key: str, problems: list[str]) -> str | None:
+def _optional_string(data: dict[str, Any], key: str, problems: Problems) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        problems.append(f"Invalid field {key}: expected a string")
+        problems.add(key, f"Invalid field {key}: expected a string")
         return None
     return value
 
 
-def parse_actions(value: Any, problems: list[str]) -> list[ProjectAction] | None:
+def parse_actions(value: Any, problems: Problems) -> list[ProjectAction] | None:
     """`projectActions` as `{"actions":[...]}` (2024+) or a bare list (2023 docs)."""
     if value is None:
         return None
     if isinstance(value, dict) and set(value) == {"actions"}:
         value = value["actions"]
     if not isinstance(value, list):
-        problems.append("Invalid field projectActions: expected {\"actions\": [...]} or a list")
+        problems.add("projectActions",
+                     "Invalid field projectActions: expected {\"actions\": [...]} or a list")
         return None
     actions = []
     for item in value:
         try:
             actions.append(parse_action(item))
         except ValueError as err:
-            problems.append(str(err))
+            problems.add("projectActions", str(err))
     return actions
 
 
@@ -170,7 +171,7 @@ def _pb_actions(values: Any) -> list[ProjectAction]:
     for value in values:
         action = action_from_pb(value)
         if action is None:
-            raise InvalidRequest(f"Invalid project action: {value}")
+            raise InvalidRequest.for_field("actions", f"Invalid project action: {value}")
         actions.append(action)
     return actions
 
@@ -209,11 +210,10 @@ class ProjectPolicyApi(grant_grpc.ProjectPolicyServiceServicer):
         actions: list[ProjectAction] | None
         if request.HasField("rest"):
             data = _json_object(request.rest)
-            problems: list[str] = []
+            problems = Problems()
             name = _optional_string(data, "name", problems)
             actions = parse_actions(data.get("projectActions"), problems)
-            if problems:
-                raise InvalidRequest(*problems)
+            problems.raise_if_any()
         else:
             name, actions = request.name, _pb_actions(request.actions)
         policy = await self._projects.create_policy(caller, name, actions)
@@ -255,13 +255,12 @@ class ProjectGrantApi(grant_grpc.ProjectGrantServiceServicer):
         caller = await self._callers.resolve(context)
         if request.HasField("rest"):
             data = _json_object(request.rest)
-            problems: list[str] = []
+            problems = Problems()
             grantee = _optional_string(data, "granteeAccountId", problems)
             policy_id = _optional_string(data, "projectPolicyId", problems)
             policy_name = _optional_string(data, "projectPolicyName", problems)
             actions = parse_actions(data.get("projectActions"), problems)
-            if problems:
-                raise InvalidRequest(*problems)
+            problems.raise_if_any()
         else:
             grantee = request.grantee_account_id
             policy_id = (

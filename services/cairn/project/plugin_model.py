@@ -7,21 +7,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cairn.runtime.errors import InvalidRequest
+from cairn.runtime.errors import InvalidRequest, Problems
 
 ScopeKind = Literal["Global", "Component", "Project"]
 UINT64_MAX = 2**64 - 1
 
 
-def _uuid(raw: object, what: str, problems: list[str]) -> str:
+def _uuid(raw: object, what: str, problems: Problems) -> str:
     try:
         return str(uuid.UUID(str(raw))) if isinstance(raw, str) else _bad(what, problems)
     except ValueError:
         return _bad(what, problems)
 
 
-def _bad(what: str, problems: list[str]) -> str:
-    problems.append(f"Invalid field {what}: expected a UUID")
+def _bad(what: str, problems: Problems) -> str:
+    problems.add(what, f"Invalid field {what}: expected a UUID")
     return ""
 
 
@@ -40,11 +40,11 @@ class PluginScope:
         return {"type": "Global"}
 
     @classmethod
-    def from_json(cls, data: object, problems: list[str]) -> PluginScope:
+    def from_json(cls, data: object, problems: Problems) -> PluginScope:
         kind = data.get("type") if isinstance(data, dict) else None
         if not isinstance(data, dict) or kind not in ("Global", "Component", "Project"):
-            problems.append("Invalid field scope: expected {\"type\": \"Global\" | "
-                            "\"Component\" | \"Project\", ...}")
+            problems.add("scope", "Invalid field scope: expected {\"type\": \"Global\" | "
+                         "\"Component\" | \"Project\", ...}")
             return cls("Global")
         if kind == "Component":
             return cls("Component", _uuid(data.get("componentId"), "scope.componentId", problems))
@@ -56,7 +56,7 @@ class PluginScope:
     def from_query(cls, raw: str) -> PluginScope:
         """Golem's query form: `global`, `component:<id>` or `project:<id>`."""
         kind, _, target = raw.partition(":")
-        problems: list[str] = []
+        problems = Problems()
         if raw == "global":
             return cls("Global")
         if kind in ("component", "project") and target:
@@ -106,7 +106,7 @@ class PluginDefinition:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PluginDefinition:
         """From the stored (already validated) JSON."""
-        problems: list[str] = []
+        problems = Problems()
         return cls(
             data["name"], data["version"], data["description"], bytes(data["icon"]),
             data["homepage"], dict(data["specs"]), PluginScope.from_json(data["scope"], problems),
@@ -114,32 +114,32 @@ class PluginDefinition:
         )
 
 
-def _string(data: Mapping[str, Any], key: str, problems: list[str], where: str = "") -> str:
+def _string(data: Mapping[str, Any], key: str, problems: Problems, where: str = "") -> str:
     value = data.get(key)
     if value is None:
-        problems.append(f"Missing field: {where}{key}")
+        problems.add(f"{where}{key}", f"Missing field: {where}{key}")
     elif not isinstance(value, str):
-        problems.append(f"Invalid field {where}{key}: expected a string")
+        problems.add(f"{where}{key}", f"Invalid field {where}{key}: expected a string")
     else:
         return value
     return ""
 
 
 def _optional_string(
-    data: Mapping[str, Any], key: str, problems: list[str], where: str
+    data: Mapping[str, Any], key: str, problems: Problems, where: str
 ) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        problems.append(f"Invalid field {where}{key}: expected a string")
+        problems.add(f"{where}{key}", f"Invalid field {where}{key}: expected a string")
         return None
     return value
 
 
-def _specs(data: object, problems: list[str]) -> dict[str, Any]:
+def _specs(data: object, problems: Problems) -> dict[str, Any]:
     kind = data.get("type") if isinstance(data, dict) else None
     if not isinstance(data, dict) or kind not in ("ComponentTransformer", "OplogProcessor"):
-        problems.append("Invalid field specs: expected {\"type\": \"ComponentTransformer\" | "
-                        "\"OplogProcessor\", ...}")
+        problems.add("specs", "Invalid field specs: expected {\"type\": \"ComponentTransformer\" | "
+                     "\"OplogProcessor\", ...}")
         return {}
     if kind == "ComponentTransformer":
         # Golem writes the optional fields as null when absent.
@@ -152,7 +152,8 @@ def _specs(data: object, problems: list[str]) -> dict[str, Any]:
         }
     version = data.get("componentVersion")
     if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= UINT64_MAX:
-        problems.append("Invalid field specs.componentVersion: expected an unsigned 64-bit integer")
+        problems.add("specs.componentVersion",
+                     "Invalid field specs.componentVersion: expected an unsigned 64-bit integer")
     return {
         "type": kind,
         "componentId": _uuid(data.get("componentId"), "specs.componentId", problems),
@@ -164,25 +165,24 @@ def parse_definition(data: object, owner_account_id: str) -> PluginDefinition:
     """Golem's PluginDefinitionWithoutOwner JSON; every field is required."""
     if not isinstance(data, dict):
         raise InvalidRequest("Invalid body: expected a JSON object")
-    problems: list[str] = []
+    problems = Problems()
     name = _string(data, "name", problems)
     version = _string(data, "version", problems)
     if name == "" and "name" in data and isinstance(data["name"], str):
-        problems.append("Plugin name must not be empty")
+        problems.add("name", "Plugin name must not be empty")
     if version == "" and "version" in data and isinstance(data["version"], str):
-        problems.append("Plugin version must not be empty")
+        problems.add("version", "Plugin version must not be empty")
     description = _string(data, "description", problems)
     homepage = _string(data, "homepage", problems)
     icon = data.get("icon")
     if not isinstance(icon, list) or not all(
         isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in icon
     ):
-        problems.append("Invalid field icon: expected an array of bytes (0-255)")
+        problems.add("icon", "Invalid field icon: expected an array of bytes (0-255)")
         icon = []
     specs = _specs(data.get("specs"), problems)
     scope = PluginScope.from_json(data.get("scope"), problems)
-    if problems:
-        raise InvalidRequest(*problems)
+    problems.raise_if_any()
     return PluginDefinition(
         name, version, description, bytes(icon), homepage, specs, scope, owner_account_id
     )

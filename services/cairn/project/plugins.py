@@ -15,14 +15,14 @@ from typing import Protocol
 
 from cairn.component.model import (
     PluginInstallation,
-    installation_problems,
+    check_installation,
     parse_installation_id,
 )
 from cairn.project.model import ProjectAction
 from cairn.project.plugin_model import PluginDefinition, PluginScope
 from cairn.project.service import ProjectAccess, ProjectService
 from cairn.project.store import ProjectStore
-from cairn.runtime.errors import AlreadyExists, InvalidRequest, NotFound, PermissionDenied
+from cairn.runtime.errors import AlreadyExists, NotFound, PermissionDenied
 from cairn.runtime.principal import Principal
 
 PLUGIN_NOT_FOUND = "Plugin not found"
@@ -129,9 +129,7 @@ class PluginService:
     ) -> PluginInstallation:
         project = await self._projects.get_project(caller, raw_project_id)
         ProjectAccess.require_owner(caller, project, "change its plugin installations")
-        problems = installation_problems(name, version, priority)
-        if problems:
-            raise InvalidRequest(*problems)
+        check_installation(name, version, priority)
         assert name is not None and version is not None and priority is not None
         plugin = await self._registered(project.owner_account_id, name, version)
         if not plugin.scope.covers_project(project.id):
@@ -164,9 +162,7 @@ class PluginService:
         priority: int | None,
         parameters: Mapping[str, str],
     ) -> None:
-        problems = installation_problems("-", "-", priority)
-        if problems:
-            raise InvalidRequest(*problems)
+        check_installation("-", "-", priority)
         assert priority is not None
         project_id, found = await self._project_installation(
             caller, raw_project_id, raw_installation_id

@@ -22,7 +22,13 @@ from cairn.project.model import (
     in_enum_order,
 )
 from cairn.project.store import ProjectStore
-from cairn.runtime.errors import InvalidRequest, LimitExceeded, NotFound, PermissionDenied
+from cairn.runtime.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+    Problems,
+)
 from cairn.runtime.principal import Principal
 
 DEFAULT_PROJECT_NAME = "default-project"
@@ -30,15 +36,15 @@ DEFAULT_PROJECT_NAME = "default-project"
 KNOWN_DEFAULTS_MAX = 10_000
 
 
-def _parse_uuid(raw: str, what: str) -> str:
+def _parse_uuid(raw: str, what: str, field: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise InvalidRequest(f"Invalid {what}: {raw!r} is not a UUID") from None
+        raise InvalidRequest.for_field(field, f"Invalid {what}: {raw!r} is not a UUID") from None
 
 
 def parse_project_id(raw: str) -> str:
-    return _parse_uuid(raw, "project id")
+    return _parse_uuid(raw, "project id", "projectId")
 
 
 @dataclass(frozen=True)
@@ -151,17 +157,15 @@ class ProjectService:
     async def create_project(
         self, caller: Principal, name: str | None, owner: str | None, description: str | None
     ) -> Project:
-        problems = [
-            f"Missing field: {field}"
-            for field, value in (
-                ("name", name), ("ownerAccountId", owner), ("description", description)
-            )
-            if value is None
-        ]
+        problems = Problems()
+        for field, value in (
+            ("name", name), ("ownerAccountId", owner), ("description", description)
+        ):
+            if value is None:
+                problems.add(field, f"Missing field: {field}")
         if name is not None and not name.strip():
-            problems.append("Project name must not be empty")
-        if problems:
-            raise InvalidRequest(*problems)
+            problems.add("name", "Project name must not be empty")
+        problems.raise_if_any()
         assert name is not None and owner is not None and description is not None
         if owner != caller.account_id and not caller.is_admin:
             raise PermissionDenied(f"Access to account `{owner}` is not allowed")
@@ -209,13 +213,11 @@ class ProjectService:
     async def create_policy(
         self, caller: Principal, name: str | None, actions: Sequence[ProjectAction] | None
     ) -> ProjectPolicy:
-        problems = [
-            f"Missing field: {field}"
-            for field, value in (("name", name), ("projectActions", actions))
-            if value is None
-        ]
-        if problems:
-            raise InvalidRequest(*problems)
+        problems = Problems()
+        for field, value in (("name", name), ("projectActions", actions)):
+            if value is None:
+                problems.add(field, f"Missing field: {field}")
+        problems.raise_if_any()
         assert name is not None and actions is not None
         policy = ProjectPolicy(str(uuid.uuid4()), name, in_enum_order(actions), caller.account_id)
         await self._store.put_policy(policy)
@@ -223,7 +225,7 @@ class ProjectService:
 
     async def get_policy(self, caller: Principal, raw_id: str) -> ProjectPolicy:
         """A policy its creator, an admin, or a holder of a grant using it may see."""
-        policy_id = _parse_uuid(raw_id, "project policy id")
+        policy_id = _parse_uuid(raw_id, "project policy id", "projectPolicyId")
         policy = await self._store.policy(policy_id)
         if policy is None or not await self._may_see_policy(caller, policy):
             # Same answer for hidden and missing: policy ids do not leak.
@@ -255,13 +257,12 @@ class ProjectService:
         project = await self.get_project(
             caller, raw_project_id, ProjectAction.CREATE_PROJECT_GRANTS
         )
-        problems = []
+        problems = Problems()
         if not grantee:
-            problems.append("Missing field: granteeAccountId")
+            problems.add("granteeAccountId", "Missing field: granteeAccountId")
         if policy_id is None and actions is None:
-            problems.append("Missing field: projectActions")
-        if problems:
-            raise InvalidRequest(*problems)
+            problems.add("projectActions", "Missing field: projectActions")
+        problems.raise_if_any()
         assert grantee is not None
         if self._accounts is not None and await self._accounts.lookup(caller, grantee) is None:
             raise NotFound(f"Account not found: {grantee}")
@@ -285,7 +286,7 @@ class ProjectService:
         self, caller: Principal, raw_project_id: str, raw_grant_id: str, action: ProjectAction
     ) -> ProjectGrant:
         project = await self.get_project(caller, raw_project_id, action)
-        grant_id = _parse_uuid(raw_grant_id, "project grant id")
+        grant_id = _parse_uuid(raw_grant_id, "project grant id", "projectGrantId")
         grant = await self._store.grant(grant_id)
         if grant is None or grant.project_id != project.id:
             raise NotFound(f"Project grant not found: {grant_id}")

@@ -137,6 +137,29 @@ class InvalidRequest(ServiceError):
         """One bad field: `message` is the REST text, the field also goes in BadRequest."""
         return cls(message, field_violations=[FieldViolation(field, message)])
 
+    @classmethod
+    def for_fields(cls, violations: Sequence[FieldViolation]) -> InvalidRequest:
+        """Several bad fields: each description is one REST error text, in order."""
+        return cls(*(v.description for v in violations), field_violations=violations)
+
+
+class Problems:
+    """What is wrong with a request's fields, collected so that one answer names them all."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def add(self, field: str, message: str) -> None:
+        """`field` as the client wrote it (`componentName`, `specs.componentId`)."""
+        self.violations.append(FieldViolation(field, message))
+
+    def __bool__(self) -> bool:
+        return bool(self.violations)
+
+    def raise_if_any(self) -> None:
+        if self.violations:
+            raise InvalidRequest.for_fields(self.violations)
+
 
 class Unauthenticated(ServiceError):
     http_status = 401

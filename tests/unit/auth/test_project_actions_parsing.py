@@ -12,6 +12,7 @@ from cairn.project.model import (
     in_enum_order,
     parse_action,
 )
+from cairn.runtime.errors import Problems
 
 
 @pytest.mark.parametrize("raw, action", [
@@ -54,17 +55,23 @@ def test_anything_else_is_refused_with_the_value(raw: object) -> None:
 
 
 def test_both_json_shapes_and_problems_collected() -> None:
-    problems: list[str] = []
+    problems = Problems()
+
+    def found() -> list[tuple[str, str]]:
+        return [(v.field, v.description) for v in problems.violations]
+
     assert parse_actions({"actions": ["ViewWorker"]}, problems) == [ProjectAction.VIEW_WORKER]
     assert parse_actions(["ViewWorker", "ViewComponent"], problems) == [
         ProjectAction.VIEW_WORKER, ProjectAction.VIEW_COMPONENT]
     assert parse_actions(None, problems) is None
-    assert problems == []
+    assert not problems
     assert parse_actions(["Fly", "ViewWorker", 7], problems) == [ProjectAction.VIEW_WORKER]
-    assert problems == ["Invalid project action: 'Fly'", "Invalid project action: 7"]
-    problems.clear()
+    assert found() == [("projectActions", "Invalid project action: 'Fly'"),
+                       ("projectActions", "Invalid project action: 7")]
+    problems = Problems()
     assert parse_actions({"actions": [], "more": 1}, problems) is None
-    assert problems == ['Invalid field projectActions: expected {"actions": [...]} or a list']
+    assert found() == [
+        ("projectActions", 'Invalid field projectActions: expected {"actions": [...]} or a list')]
 
 
 def test_enum_order_is_stable_and_distinct() -> None:

@@ -11,6 +11,7 @@ from cairn.runtime.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    Problems,
     ServiceError,
     Unauthenticated,
 )
@@ -93,3 +94,21 @@ def test_rpc_status_carries_error_info_field_violations_and_request_id() -> None
     # The REST body is unchanged by the details.
     assert json.loads(error.rest_body(ErrorStyle.GOLEM)) == {
         "errors": ["componentName must not be empty"]}
+
+
+def test_problems_name_each_field_and_keep_the_rest_body() -> None:
+    from google.rpc import error_details_pb2
+
+    problems = Problems()
+    problems.raise_if_any()  # nothing wrong: nothing raised
+    problems.add("name", "Missing field: name")
+    problems.add("email", "Invalid email: 'x'")
+    with pytest.raises(InvalidRequest) as raised:
+        problems.raise_if_any()
+    error = raised.value
+    assert json.loads(error.rest_body(ErrorStyle.GOLEM)) == {
+        "errors": ["Missing field: name", "Invalid email: 'x'"]}
+    bad = error_details_pb2.BadRequest()
+    assert error.rpc_status("cairn.auth").details[1].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("name", "Missing field: name"), ("email", "Invalid email: 'x'")]
