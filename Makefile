@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := build/.proto-stamp
 
-.PHONY: help setup proto run test test-fast bench bench-tools bench-micro lint typecheck check clean
+.PHONY: help setup proto run test test-fast bench bench-tools bench-micro conformance lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,10 @@ bench: proto bench-tools $(BENCH_STAMP) ## start the stack, load it, write docs/
 
 bench-micro: proto ## in-process benchmarks of single parts (engine, WASM, blob store, streams)
 	$(PY) -m pytest -m bench -s -p no:randomly
+
+conformance: proto ## schemathesis: Cairn's OpenAPI document and Golem's Dec 2024 one, longer runs (docs/openapi.md)
+	CAIRN_OPENAPI_EXAMPLES=$${CAIRN_OPENAPI_EXAMPLES:-40} $(PY) -m pytest -m e2e -p no:randomly \
+	    tests/e2e/test_openapi_conformance.py tests/e2e/test_golem_document_conformance.py
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check services tests scripts

@@ -13,8 +13,23 @@ function without_internal_names(text)
   return (string.gsub(text, " for type TYPE_[%u%d_]+", ""))
 end
 
+-- Headers gRPC metadata cannot carry (a key outside [0-9a-z_.-], a value with a byte outside
+-- printable ASCII): HTTP allows them, but a gRPC server refuses the whole call for one of them.
+-- They mean nothing to Cairn, so they are dropped before the transcoder forwards the call.
+function unforwardable(headers)
+  local names = {}
+  for key, value in pairs(headers) do
+    local bad_value = not string.find(key, "%-bin$") and string.find(value, "[^\032-\126]")
+    if string.sub(key, 1, 1) ~= ":" and (string.find(key, "[^0-9a-z_.%-]") or bad_value) then
+      names[#names + 1] = key
+    end
+  end
+  return names
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  for _, key in ipairs(unforwardable(headers)) do headers:remove(key) end
   -- Only ext_authz (after this filter) may assert who the caller is.
   headers:remove("x-cairn-principal")
   -- The transcoder turns every REST call into a POST; the access log reports the client's method.

@@ -72,3 +72,11 @@ def test_bad_query_values_do_not_name_protobuf_internals(stack: RunningStack) ->
     twice = httpx.get(f"{stack.base_url}/v1/projects?project-name=a&project-name=b", headers=auth)
     assert twice.status_code == 400
     assert twice.text == exact({"errors": ["a query parameter was given more than once"]})
+
+
+def test_headers_grpc_cannot_carry_are_dropped_not_fatal(stack: RunningStack) -> None:
+    # Legal HTTP, illegal gRPC metadata: a `*` in a name, a tab in a value.
+    headers = [("Authorization", f"Bearer {stack.root_token}"), ("N*ly'x", "http"),
+               ("ok-name", "a\tb"), ("x-fine", "kept")]
+    reply = httpx.get(f"{stack.base_url}/v1/projects/default", headers=headers)
+    assert reply.status_code == 200, reply.text

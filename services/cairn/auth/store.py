@@ -359,6 +359,8 @@ class AuthStore:
         False (nothing recorded) if a counter would leave the signed 64-bit range.
         """
         keys = {account_id: self._fuel_key(account_id) for account_id in updates}
+        if not keys:
+            return True
         async with self._r.pipeline(transaction=True) as tx:
             while True:
                 try:

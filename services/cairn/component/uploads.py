@@ -255,7 +255,13 @@ def _part_info(headers: Mapping[str, str]) -> PartInfo:
     disposition = headers.get("content-disposition")
     if disposition is None:
         raise UploadError("Malformed multipart body: a part has no Content-Disposition header")
-    kind, options = parse_options_header(disposition)
+    try:
+        kind, options = parse_options_header(disposition)
+    except UnicodeEncodeError:
+        # python-multipart reads header parameters as Latin-1 only.
+        raise UploadError(
+            "Malformed multipart body: a Content-Disposition header is not Latin-1"
+        ) from None
     name = options.get(b"name")
     if kind != b"form-data" or name is None:
         raise UploadError(
