@@ -32,6 +32,8 @@ SEEDED_SHARE = 0.8
 class Seeds:
     root_token: str
     wasm: bytes
+    # calls made per status code, reported at the end of the module (docs/openapi.md's numbers)
+    statuses: dict[int, int] = field(default_factory=dict)
     # path or query parameter name -> values that name something in the stack
     values: dict[str, list[str]] = field(default_factory=dict)
     # the same, for names that mean different things under different paths
@@ -66,6 +68,15 @@ class Seeds:
             and rng.random() < SEEDED_SHARE
         ):
             case.body = self.wasm
+
+
+def count(seeds: Seeds, status: int) -> None:
+    seeds.statuses[status] = seeds.statuses.get(status, 0) + 1
+
+
+def summary(title: str, seeds: Seeds) -> str:
+    by_status = ", ".join(f"{s}: {n}" for s, n in sorted(seeds.statuses.items()))
+    return f"{title}: {sum(seeds.statuses.values())} calls ({by_status})"
 
 
 def make_seeds(base_url: str, root_token: str, wasm_path: Path) -> Seeds:

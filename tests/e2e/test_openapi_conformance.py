@@ -9,6 +9,7 @@ conformance` runs more, and also runs Golem's own document (docs/openapi.md has 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from cairn.stack.envoy_config import OPENAPI_DOCUMENT
 
 from .conftest import RunningStack
-from .openapi_seeds import Seeds, make_seeds
+from .openapi_seeds import Seeds, count, make_seeds, summary
 
 pytestmark = pytest.mark.e2e
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -34,9 +35,20 @@ EXAMPLES = int(os.environ.get("CAIRN_OPENAPI_EXAMPLES", "4"))
 
 
 @pytest.fixture(scope="module")
-def seeds(stack: RunningStack, shared_fixtures: Path) -> Seeds:
-    return make_seeds(stack.base_url, stack.root_token,
+def seeds(
+    stack: RunningStack, shared_fixtures: Path, request: pytest.FixtureRequest
+) -> Iterator[Seeds]:
+    made = make_seeds(stack.base_url, stack.root_token,
                       shared_fixtures / "golem" / "wasm" / "rust-echo.wasm")
+    yield made
+    report(request, summary("Cairn's OpenAPI document", made))
+
+
+def report(request: pytest.FixtureRequest, line: str) -> None:
+    """A line in pytest's terminal summary (the numbers docs/openapi.md quotes)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
 
 
 document = schemathesis.openapi.from_path(OPENAPI_DOCUMENT)
@@ -53,5 +65,7 @@ document = schemathesis.openapi.from_path(OPENAPI_DOCUMENT)
 )
 def test_cairn_document(case: Case, stack: RunningStack, seeds: Seeds) -> None:
     seeds.apply(case)
-    case.call_and_validate(base_url=stack.base_url, headers=seeds.headers(case), checks=CHECKS,
-                           timeout=60)
+    response = case.call_and_validate(
+        base_url=stack.base_url, headers=seeds.headers(case), checks=CHECKS, timeout=60
+    )
+    count(seeds, response.status_code)
