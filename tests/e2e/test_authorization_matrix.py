@@ -14,6 +14,8 @@ Rules (Golem's, see docs/auth.md):
   "Access to project `P` is not allowed".
 * ACCOUNT: the account itself or an admin; otherwise 401 "Access to account `A` is not allowed".
 * ADMIN: admins only; otherwise 401 "Action is only allowed for [Admin]".
+* SUMMARIES: the admin account listing, for Admin and MarketingAdmin; otherwise 401 "Action is
+  only allowed for [Admin, MarketingAdmin]".
 * SELF: any authenticated caller, on its own data.
 * POLICY: the policy's creator, an admin or a holder of a grant using it; otherwise 404.
 * PUBLIC: the login bootstrap routes, open to everyone (logins are disabled in this stack: 409).
@@ -60,6 +62,7 @@ CALLERS = tuple(Caller)
 class Rule(enum.Enum):
     PROJECT = "project"
     OWNER = "owner"
+    SUMMARIES = "summaries"
     ACCOUNT = "account"
     ADMIN = "admin"
     SELF = "self"
@@ -232,6 +235,8 @@ class Row:
     request: Callable[[World], dict[str, Any]] | None = None
     # Rule.OWNER: what only the owner may do, as the denial words it.
     owner_only: str = ""
+    # Query parameters that depend on the world.
+    params_of: Callable[[World], dict[str, str]] | None = None
 
 
 def body_is(expected: Callable[[World, Caller], Any]) -> Check:
@@ -394,6 +399,11 @@ def check_new_version(world: World, caller: Caller, reply: httpx.Response) -> No
     assert made["projectId"] == world.project_id
 
 
+def check_count(world: World, caller: Caller, reply: httpx.Response) -> None:
+    assert reply.status_code == 200, reply.text
+    assert isinstance(reply.json(), int) and reply.json() >= 6
+
+
 def check_no_plugins(world: World, caller: Caller, reply: httpx.Response) -> None:
     assert (reply.status_code, reply.text) == (200, "[]")
 
@@ -469,6 +479,11 @@ ROWS: tuple[Row, ...] = (
     Row("revoke role", "DELETE",
         lambda w: f"/v1/accounts/{owner_account(w)}/grants/CreateProject", Rule.ADMIN,
         empty_object, destructive=True),
+    Row("count accounts", "GET", lambda w: "/v1/admin/accounts/count", Rule.SUMMARIES,
+        check_count),
+    Row("resource limits", "GET", lambda w: "/v1/resource-limits", Rule.ACCOUNT,
+        body_is(lambda w, c: {"availableFuel": 10**12, "maxMemoryPerWorker": 100 << 20}),
+        params_of=lambda w: {"account-id": owner_account(w)}),
     # --- Token API
     Row("list tokens", "GET", lambda w: f"/v1/accounts/{owner_account(w)}/tokens",
         Rule.ACCOUNT, check_owner_tokens),
@@ -523,6 +538,13 @@ ROWS: tuple[Row, ...] = (
     Row("list plugin installations", "GET",
         lambda w: f"/v1/components/{w.component_id}/versions/0/plugins/installs", Rule.PROJECT,
         check_no_plugins, action=P.VIEW_COMPONENT, needs_component=True),
+    Row("list project plugin installations", "GET",
+        lambda w: f"/v1/projects/{w.project_id}/plugins/installs", Rule.PROJECT, check_no_plugins),
+    Row("install plugin on the project", "POST",
+        lambda w: f"/v1/projects/{w.project_id}/plugins/installs", Rule.OWNER,
+        check_new_installation, needs_component=True, destructive=True,
+        owner_only="change its plugin installations",
+        body=lambda w, c: {"name": "p", "version": "1", "priority": 1, "parameters": {}}),
     Row("install plugin", "POST",
         lambda w: f"/v1/components/{w.component_id}/latest/plugins/installs", Rule.PROJECT,
         check_new_installation, action=P.UPDATE_COMPONENT, needs_component=True,
@@ -544,6 +566,8 @@ def expected_denial(row: Row, world: World, caller: Caller) -> tuple[int, str] |
     pid, owner = world.project_id, owner_account(world)
     if row.rule is Rule.ADMIN:
         return 401, exact({"error": "Action is only allowed for [Admin]"})
+    if row.rule is Rule.SUMMARIES:
+        return 401, exact({"error": "Action is only allowed for [Admin, MarketingAdmin]"})
     if caller is Caller.OWNER:
         return None
     if row.rule is Rule.ACCOUNT:
@@ -602,6 +626,8 @@ def test_cell(
     kwargs: dict[str, Any] = {}
     if row.params:
         kwargs["params"] = row.params
+    if row.params_of is not None:
+        kwargs["params"] = row.params_of(world)
     if row.body is not None:
         kwargs["json"] = row.body(world, caller)
     if row.content is not None:
