@@ -55,7 +55,8 @@ bench-micro: proto ## in-process benchmarks of single parts (engine, WASM, blob 
 	$(PY) -m pytest -m bench -s -p no:randomly
 
 conformance: proto ## schemathesis: Cairn's OpenAPI document and Golem's Dec 2024 one, longer runs (docs/openapi.md)
-	CAIRN_OPENAPI_EXAMPLES=$${CAIRN_OPENAPI_EXAMPLES:-40} $(PY) -m pytest -m e2e -p no:randomly \
+	CAIRN_OPENAPI_EXAMPLES=$${CAIRN_OPENAPI_EXAMPLES:-40} CAIRN_OPENAPI_COVERAGE=1 \
+	    $(PY) -m pytest -m e2e -p no:randomly \
 	    tests/e2e/test_openapi_conformance.py tests/e2e/test_golem_document_conformance.py
 
 lint: $(STAMP) ## ruff

@@ -120,3 +120,11 @@ def running_stack(run_dir: Path, extra_env: Mapping[str, str] | None = None
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     with running_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The schemathesis runs' call counts (tests/e2e/openapi_seeds.py), when they ran."""
+    from .openapi_seeds import SUMMARIES
+
+    for line in SUMMARIES:
+        terminalreporter.write_line(line)

@@ -27,7 +27,7 @@ from tests.conftest import SHARED_FIXTURES
 from .conftest import RunningStack
 from .openapi_seeds import Seeds, count, make_seeds, summary
 from .test_auth_login import github, login_stack  # noqa: F401  (fixtures)
-from .test_openapi_conformance import CHECKS, report
+from .test_openapi_conformance import CHECKS, COVERAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.conformance]
 GOLEM_DOCUMENT = "golem-cloud-openapi-2024-12.yaml"
@@ -40,12 +40,11 @@ EXAMPLES = int(os.environ.get("CAIRN_OPENAPI_EXAMPLES", "25"))
 def golem_seeds(
     login_stack: RunningStack,  # noqa: F811
     shared_fixtures: Path,
-    request: pytest.FixtureRequest,
 ) -> Iterator[Seeds]:
     made = make_seeds(login_stack.base_url, login_stack.root_token,
                       shared_fixtures / "golem" / "wasm" / "rust-echo.wasm")
     yield made
-    report(request, summary("Golem's Dec 2024 document (corrected as docs/openapi.md says)", made))
+    summary("Golem's Dec 2024 document (corrected as docs/openapi.md says)", made)
 
 
 # Optional fields Golem's servers write as `null` (poem-openapi objects without
@@ -84,6 +83,7 @@ document = schemathesis.openapi.from_dict(
         yaml.safe_load((SHARED_FIXTURES.parent / "spec" / GOLEM_DOCUMENT).read_text())
     )
 ).include(tag=FAMILIES)
+document.config.phases.coverage.enabled = COVERAGE
 
 
 @document.parametrize()
