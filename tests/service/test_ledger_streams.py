@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from cairn.auth.ledger_jwt import LedgerTokenPolicy
 from cairn.ledger.model import Commit, StoredContract
+from cairn.ledger.settings import LedgerSettings
 from cairn.ledger.store import LedgerStore
 from cairn.ledger.streams import DEFAULT_WS_PORT, MULTIPLE_REQUESTS, StreamSettings
 from cairn.ledger.v1 import ledger_service_pb2 as pb
@@ -34,7 +35,9 @@ from .test_ledger_service import (
     Ledger,
     bearer,
     create,
+    fetch,
     json_request,
+    query,
     rest,
     result,
     start_ledger,
@@ -558,3 +561,34 @@ async def test_grpc_stream_errors_are_statuses(streams: StreamLedger) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
         await grpc_blocks(stub.StreamFetch(pb.StreamFetchRequest()), 1)
     assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_bounded_query_store_reads_cold_contracts_from_redis(
+    redis: aioredis.Redis, tmp_path: Path, shared_fixtures: Path,
+) -> None:
+    settings = LedgerSettings(blob_env={"CAIRN_BLOB_DIR": str(tmp_path / "blobs")},
+                              query_store_max_contracts=2)
+    ledger = await start_ledger(redis, tmp_path / "blobs", settings=settings,
+                                heartbeat_seconds=HEARTBEAT)
+    server = StreamServer(ledger.app.streams, LedgerTokenPolicy(),
+                          StreamSettings(port=0, heartbeat_seconds=HEARTBEAT))
+    await server.start("127.0.0.1")
+    try:
+        await upload(ledger, (shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes())
+        created = [active(await create(ledger, "Iou:Iou", {**IOU, "amount": str(n)}))
+                   for n in range(1, 6)]
+        assert ledger.app.feed.query_store.hot == 2
+        everything = await query(ledger, {"templateIds": ["Iou:Iou"]})
+        assert everything["result"] == created
+        one = await query(ledger, {"templateIds": ["Iou:Iou"], "query": {"amount": "1"}})
+        assert one["result"] == created[:1]
+        fetched = await fetch(ledger, {"contractId": created[0]["contractId"]})
+        assert fetched["result"] == created[0]
+        ws = await connect(f"ws://127.0.0.1:{server.port}/v1/stream/query",
+                           subprotocols=protocols(ALICE))
+        await ws.send(json.dumps({"templateIds": ["Iou:Iou"]}))
+        assert [e["created"] for e in (await receive(ws))["events"]] == created
+        await ws.close()
+    finally:
+        await server.close()
+        await ledger.stop()

@@ -28,7 +28,7 @@ import structlog
 
 from cairn.ledger import metrics
 from cairn.ledger.model import ContractRow
-from cairn.ledger.querystore import QueryStore
+from cairn.ledger.querystore import QueryStore, quiet_gc
 from cairn.ledger.store import HistoryPruned, LedgerStore, LoggedTransaction, parse_entry
 from cairn.runtime import redis as redis_connection
 from cairn.runtime.errors import Unavailable
@@ -166,6 +166,19 @@ class LedgerFeed:
         await self.caught_up(end)
         return end
 
+    async def hot(self, rows: list[ContractRow]) -> list[ContractRow]:
+        """`rows` with cold ones (beyond the query store's memory bound) loaded from Redis;
+        those archived since are left out, so a read reflects a later state, never an
+        earlier one."""
+        if not self.query_store.bounded:
+            return rows
+        cold = [row.contract_id for row in rows if row.payload is None]
+        if not cold:
+            return rows
+        loaded = await self._store.contract_rows(cold)
+        return [row if row.payload is not None else loaded[row.contract_id]
+                for row in rows if row.payload is not None or row.contract_id in loaded]
+
     # ------------------------------------------------------------------ following the log
     async def _run(self) -> None:
         failures = 0
@@ -244,6 +257,17 @@ class LedgerFeed:
         """Load the ACS from Redis into the query store. A rebuild after the start breaks the
         continuity every open stream relies on, so they end (and may resume)."""
         started = time.perf_counter()
+        with quiet_gc():
+            rows, offset = await self._load_acs()
+            self.query_store.load(rows.values(), offset)
+        if reason is not None:
+            log.warning("ledger_query_store_rebuilt", reason=reason, offset=offset)
+            self._fail_all(f"{reason}; resume the stream from your last offset")
+        log.info("ledger_query_store_loaded", contracts=len(rows), offset=offset,
+                 seconds=round(time.perf_counter() - started, 3))
+
+    async def _load_acs(self) -> tuple[dict[str, ContractRow], int]:
+        """The ACS and its offset, from a scan of the ACS hash and the log since it began."""
         while True:
             begin = int(await self._store.ledger_end() or 0)
             rows: dict[str, ContractRow] = {}
@@ -268,13 +292,7 @@ class LedgerFeed:
                         break
             except HistoryPruned:
                 continue  # pruned during the scan (a tiny retention): scan again
-            break
-        self.query_store.load(rows.values(), offset)
-        if reason is not None:
-            log.warning("ledger_query_store_rebuilt", reason=reason, offset=offset)
-            self._fail_all(f"{reason}; resume the stream from your last offset")
-        log.info("ledger_query_store_loaded", contracts=len(rows), offset=offset,
-                 seconds=round(time.perf_counter() - started, 3))
+            return rows, offset
 
     def _fail_all(self, reason: str) -> None:
         for subscription in list(self._subscribers):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,9 +116,11 @@ class ContractRow:
               data: dict[str, Any] | None = None) -> ContractRow:
         """From the stored text (`data`: the text already parsed)."""
         data = json.loads(text) if data is None else data
-        parties = tuple(dict.fromkeys((*data["signatories"], *data["observers"])))
-        return cls(data["contractId"], data["templateId"], parties, key_slot, offset,
-                   data["payload"], text)
+        # Template ids and parties repeat across contracts: one string object each.
+        parties = tuple(dict.fromkeys(sys.intern(p)
+                                      for p in (*data["signatories"], *data["observers"])))
+        return cls(data["contractId"], sys.intern(data["templateId"]), parties, key_slot,
+                   offset, data["payload"], text)
 
     def visible_to(self, parties: frozenset[str]) -> bool:
         return not parties.isdisjoint(self.parties)

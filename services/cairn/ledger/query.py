@@ -94,7 +94,7 @@ class QueryCompiler:
                     other.append((f, self._compile(field_types[f], q)))
             if not other and len(equal) == 1:
                 (name, wanted), = equal
-                return lambda value: bool(value[name] == wanted)
+                return lambda value: value[name] == wanted  # type: ignore[no-any-return]
             return lambda value: (all(value[f] == c for f, c in equal)
                                   and all(p(value[f]) for f, p in other))
         if data_type.kind == "variant":

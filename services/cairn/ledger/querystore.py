@@ -15,10 +15,12 @@ from Redis when they need them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import attrgetter
 from typing import Any
 
@@ -46,13 +48,19 @@ class QueryStore:
         return len(self._rows)
 
     @property
+    def bounded(self) -> bool:
+        """Whether rows may be cold (a memory bound is set)."""
+        return self.max_resident > 0
+
+    @property
     def hot(self) -> int:
         """Rows whose payload and text are in memory."""
         return self._hot if self.max_resident else len(self._rows)
 
     # ------------------------------------------------------------------ updates
     def load(self, rows: Iterable[ContractRow], offset: int) -> None:
-        """Replace everything with `rows`, the ACS at `offset`."""
+        """Replace everything with `rows`, the ACS at `offset`. Call it with the cyclic garbage
+        collector paused (`quiet_gc`) when loading many rows."""
         self._rows.clear()
         self._index.clear()
         self._keys.clear()
@@ -158,3 +166,19 @@ class QueryStore:
         for bucket in buckets:
             merged.update(bucket)
         return sorted(merged.values(), key=_ORDER)
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a bulk load allocates (each collection would
+    rescan the growing heap), then move what is alive to the permanent generation: the query
+    store's rows are long-lived and acyclic (reference counting frees them when archived), so
+    later collections need not scan them again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.freeze()

@@ -438,16 +438,6 @@ class LedgerService:
         """Wait until the query store has every transaction committed before this read."""
         await self._feed.caught_up(int(await self._store.ledger_end() or 0))
 
-    async def _rows(self, rows: list[ContractRow]) -> list[ContractRow]:
-        """`rows` with the payloads of cold ones loaded from Redis (those archived since are
-        left out: the answer then reflects a later state, never an earlier one)."""
-        cold = [row.contract_id for row in rows if row.payload is None]
-        if not cold:
-            return rows
-        loaded = await self._store.contract_rows(cold)
-        return [row if row.payload is not None else loaded[row.contract_id]
-                for row in rows if row.payload is not None or row.contract_id in loaded]
-
     async def fetch_by_id(self, claims: LedgerClaims, contract_id: object,
                           template: object | None = None) -> ContractRow | None:
         readers = require_readers(claims)
@@ -460,7 +450,7 @@ class LedgerService:
             return None
         if wanted is not None and row.template_id != wanted:
             return None
-        return next(iter(await self._rows([row])), None)
+        return next(iter(await self._feed.hot([row])), None)
 
     async def fetch_by_key(self, claims: LedgerClaims, template: object,
                            key: Any) -> ContractRow | None:
@@ -480,7 +470,7 @@ class LedgerService:
         row = self._feed.query_store.by_key(text, key_hash(text, key_value))
         if row is None or not row.visible_to(readers):
             return None
-        return next(iter(await self._rows([row])), None)
+        return next(iter(await self._feed.hot([row])), None)
 
     async def query(self, claims: LedgerClaims, templates: list[object],
                     query: Any) -> QueryResult:
@@ -503,7 +493,7 @@ class LedgerService:
         predicates = {template_id_text(t): compile_query(codec, TCon(t), query)
                       for t in resolved}
         await self._consistent()
-        rows = await self._rows(self._feed.query_store.visible(readers, list(predicates)))
+        rows = await self._feed.hot(self._feed.query_store.visible(readers, list(predicates)))
         if all(p is always for p in predicates.values()):
             return QueryResult(rows, unknown)
         if len(predicates) == 1:
@@ -514,7 +504,7 @@ class LedgerService:
     async def query_all(self, claims: LedgerClaims) -> list[ContractRow]:
         readers = require_readers(claims)
         await self._consistent()
-        return await self._rows(self._feed.query_store.visible(readers))
+        return await self._feed.hot(self._feed.query_store.visible(readers))
 
     # ------------------------------------------------------------------ parties
     async def parties(self) -> list[Party]:

@@ -413,7 +413,7 @@ class LedgerStreams:
             elif stream.has_snapshot:
                 candidates = query_store.visible(stream.readers, stream.templates)
             snapshot = [Created(row, hits if stream.with_matched_queries else None)
-                        for row in await self._hydrate(candidates)
+                        for row in await self._feed.hot(candidates)
                         if (hits := stream.snapshot_matches(row))]
             if stream.archive_filter is not None:
                 stream.archive_filter.update(c.row.contract_id for c in snapshot)
@@ -426,14 +426,6 @@ class LedgerStreams:
             yield Events([], format_offset(start) if start else None)
             async for events in self._live(stream, subscription, start):
                 yield events
-
-    async def _hydrate(self, rows: list[ContractRow]) -> list[ContractRow]:
-        cold = [row.contract_id for row in rows if row.payload is None]
-        if not cold:
-            return rows
-        loaded = await self._store.contract_rows(cold)
-        return [row if row.payload is not None else loaded[row.contract_id]
-                for row in rows if row.payload is not None or row.contract_id in loaded]
 
     async def _replay(self, stream: CompiledStream, after: int,
                       until: int) -> AsyncIterator[Events]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from cairn.stack.launcher import REPO_ROOT
 
-from . import load, procstat, profiling, report
+from . import ledger_history, load, procstat, profiling, report
 from . import stack as bench_stack
 from .scenarios import LATENCY_CONNECTIONS, Bench, Result
 
@@ -36,6 +36,10 @@ def scenario_order(bench: Bench) -> list[tuple[str, Callable[[], Result | None]]
         ("ledger_exercise", bench.ledger_exercise),
         ("ledger_create_and_exercise", bench.ledger_create_and_exercise),
         ("ledger_query", bench.ledger_query),
+        ("ledger_query_5k", lambda: ledger_history.query_5k(bench)),
+        ("ledger_query_5k_all", lambda: ledger_history.query_5k_all(bench)),
+        ("ledger_query_100k", lambda: ledger_history.query_100k(bench)),
+        ("ledger_rebuild", lambda: ledger_history.rebuild(bench)),
         ("ws_fanout", bench.ws_fanout),
     ]
 

@@ -23,6 +23,10 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("upload_50mb", "extra.mb_per_s", ">=", 200, "50 MB upload MB/s through Envoy"),
     ("upload_50mb", "extra.rss_growth_mib", "<", 30, "component service RSS growth MiB"),
     ("ws_fanout", "latency.p99_ms", "<=", 50, "fan-out to 100 subscribers p99 ms"),
+    ("ledger_query_5k", "latency.p50_ms", "<=", 10, "equality query over 5,000 contracts p50"),
+    ("ledger_query_5k_all", "latency.p50_ms", "<=", 60, "query returning all 5,000 p50"),
+    ("ledger_query_100k", "latency.p50_ms", "<=", 100,
+     "equality query over 100,000 contracts p50"),
 ]
 
 
