@@ -27,6 +27,7 @@ from cairn.auth.ledger_jwt import (
     sign_claims,
 )
 from cairn.ledger.app import LedgerApp
+from cairn.ledger.feed import feed_redis
 from cairn.ledger.lf.ast import PrimType, TBuiltin, TCon, TNat, Type
 from cairn.ledger.lf.dar import load_dar
 from cairn.ledger.lf.packages import PackageSet
@@ -81,8 +82,8 @@ async def start_ledger(redis: aioredis.Redis, blob_dir: Path,
     """The ledger servicer (with its query store and feed) on a real socket."""
     settings = settings or LedgerSettings(policy or LedgerTokenPolicy(),
                                           blob_env={"CAIRN_BLOB_DIR": str(blob_dir)})
-    url = redis.get_connection_kwargs()
-    feed_client = aioredis.Redis(host=url["host"], port=url["port"], db=url.get("db", 0))
+    where = redis.get_connection_kwargs()
+    feed_client = feed_redis(f"redis://{where['host']}:{where['port']}/{where.get('db', 0)}")
     app = await LedgerApp.start(redis, feed_client, settings, INTERNAL_SECRET, heartbeat_seconds)
 
     def register(server: grpc.aio.Server) -> None:

@@ -27,6 +27,8 @@ from cairn.ledger.store import LedgerStore
 from cairn.ledger.streams import DEFAULT_WS_PORT, MULTIPLE_REQUESTS, StreamSettings
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.websocket import AUTH_SUBPROTOCOL, MISSING_SUBPROTOCOL, StreamServer
+from cairn.runtime import redis as redis_connection
+from tests.conftest import RedisProcess
 
 from .test_ledger_service import (
     ALICE,
@@ -592,3 +594,104 @@ async def test_a_bounded_query_store_reads_cold_contracts_from_redis(
     finally:
         await server.close()
         await ledger.stop()
+
+
+async def test_streams_survive_a_redis_restart_and_say_so_when_redis_lost_its_data(
+    redis_process: RedisProcess, tmp_path: Path, shared_fixtures: Path,
+) -> None:
+    client = redis_connection.connect(redis_process.url)
+    ledger = await start_ledger(client, tmp_path / "blobs", heartbeat_seconds=HEARTBEAT)
+    server = StreamServer(ledger.app.streams, LedgerTokenPolicy(),
+                          StreamSettings(port=0, heartbeat_seconds=HEARTBEAT))
+    await server.start("127.0.0.1")
+    url = f"ws://127.0.0.1:{server.port}/v1/stream/query"
+
+    async def stream() -> ClientConnection:
+        ws = await connect(url, subprotocols=protocols(ALICE))
+        await ws.send(json.dumps({"templateIds": ["Iou:Iou"]}))
+        return ws
+
+    try:
+        await upload(ledger, (shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes())
+        first = active(await create(ledger, "Iou:Iou", IOU))
+        ws = await stream()
+        assert (await receive(ws))["events"] == [{"created": first, "matchedQueries": [0]}]
+        marker = await receive(ws)
+        # Redis stops (cleanly, its AOF complete) and comes back.
+        assert redis_process.process is not None
+        redis_process.process.terminate()
+        redis_process.process.wait(10)
+        down = await stream()  # while it is down, a new stream is told to retry
+        frame = await receive(down)
+        assert frame["status"] == 503 and "unavailable" in frame["errors"][0]
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(down.recv(), WAIT)
+        assert down.close_code == 1011
+        redis_process.start()
+        later = [active(await _retrying(lambda n=n: create(ledger, "Iou:Iou",
+                                                           {**IOU, "amount": n})))
+                 for n in ("1", "2")]
+        # The open stream goes on: exactly the commits made after the restart, in order.
+        seen = []
+        while len(seen) < 2:
+            block = await receive(ws)
+            assert "errors" not in block, block
+            seen += [e["created"] for e in block["events"]]
+        assert seen == later and block["offset"] > marker["offset"]
+        again = await stream()
+        assert [e["created"] for e in (await receive(again))["events"]] == [first, *later]
+        await again.close()
+        # Redis loses everything (restarted without its data): the replica rebuilds its query
+        # store and ends open streams with an error that says to resume; the ledger is empty.
+        redis_process.kill()
+        await asyncio.to_thread(_forget_data, tmp_path)
+        redis_process.start()
+        frame = await receive_until_error(ws)
+        assert frame["status"] == 503 and "resume" in frame["errors"][0]
+        assert ws.close_code == 1011 or await _closed(ws)
+        fresh = await stream()
+        assert await receive(fresh) == {"events": [], "offset": None}
+        await fresh.close()
+    finally:
+        await server.close()
+        await ledger.stop()
+        await client.aclose()
+
+
+async def _retrying(call: Any) -> Any:
+    """A command may meet a connection Redis dropped while it restarted: 503, retried as a
+    client would."""
+    for _ in range(5):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.5)
+    return await call()
+
+
+async def receive_until_error(ws: ClientConnection) -> Any:
+    """The first error frame, skipping heartbeats; bounded by WAIT per frame."""
+    while True:
+        frame = await receive(ws)
+        if "errors" in frame:
+            return frame
+
+
+async def _closed(ws: ClientConnection) -> bool:
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), WAIT)
+    return True
+
+
+def _forget_data(data_dir: Path) -> None:
+    """Delete what a Redis in `data_dir` persisted (its AOF directory and files)."""
+    for path in data_dir.iterdir():
+        if path.name.startswith(("appendonly", "dump")):
+            if path.is_dir():
+                for child in path.iterdir():
+                    child.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
