@@ -35,20 +35,21 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
     ("asyncio, grpc.aio (Python)", re.compile(r"/asyncio/|/grpc/|/concurrent/|/_weakrefset")),
 ]
 OTHER = "other"
-# Main-thread samples are cut at the event loop's callback frame; what runs inside a callback with
-# no Python frame above it is grpc.aio's Cython server code (or the loop's own C work).
-CALLBACK = "Handle._run ("
-IN_CYTHON = "grpc.aio Cython, loop internals"
+# Main-thread samples are cut at the frame the event loop runs callbacks from: asyncio's
+# `Handle._run`, or with uvloop (whose loop is C) `Runner.run`. What runs there with no Python
+# frame above it is the loop's own C work or grpc.aio's Cython server code.
+CALLBACKS = ("Handle._run (", "Runner.run (")
+IN_CYTHON = "loop internals, grpc.aio Cython"
 LOOP = "event loop (_run_once)"
 PYTHON_PARTS = ("auth", "project", "component", "ledger")
 
 
 def categorise(stack: str) -> str:
     """The category of one main-thread sample, judged on the frames of the running callback."""
-    _, found, callback = stack.rpartition(CALLBACK)
-    if not found:
+    start = max(stack.rfind(marker) for marker in CALLBACKS)
+    if start < 0:
         return LOOP
-    inside = callback.partition(";")[2]
+    inside = stack[start:].partition(";")[2]
     if not inside:
         return IN_CYTHON
     for name, pattern in CATEGORIES:
