@@ -128,7 +128,7 @@ def h2load_grpc(url: str, message: bytes, *, connections: int, seconds: float,
                             f"{done.stdout[-800:]}{done.stderr[-800:]}")
         rows = [line.split("\t") for line in log.read_text().splitlines() if line]
     bad = sum(1 for row in rows if row[1] != "200")
-    if bad or "0 failed" not in done.stdout:
+    if bad or not rows or "0 failed" not in done.stdout:
         raise LoadError(f"h2load {url}: {bad} non-200 responses\n{done.stdout[-800:]}")
     starts = [int(row[0]) for row in rows]
     ends = [int(row[0]) + int(row[2]) for row in rows]
