@@ -293,9 +293,10 @@ end
         import grpc
 
         with grpc.insecure_channel(self.stack.host_port) as channel:
-            call = channel.unary_unary(path, response_deserializer=reply_type.FromString)
+            call = channel.unary_unary(path, None, reply_type.FromString)
             try:
-                call(message, metadata=[(k.lower(), v) for k, v in headers.items()], timeout=10)
+                call(message, metadata=tuple((k.lower(), v) for k, v in headers.items()),
+                     timeout=10)
             except grpc.RpcError as err:
                 raise LoadError(f"{path}: {err}") from None
 

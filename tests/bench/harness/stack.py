@@ -130,8 +130,7 @@ class BenchStack:
 
 def start(run_dir: Path, extra_env: dict[str, str] | None = None) -> BenchStack:
     """The stack with default settings on free ports (logs in run_dir/logs)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CAIRN_") or k == "CAIRN_BENCH_MB"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
     env |= BENCH_ENV | (extra_env or {})
     env |= {"CAIRN_HTTP_PORT": str(free_port()), "CAIRN_ENVOY_ADMIN_PORT": str(free_port())}
     env |= {f"CAIRN_{name.upper()}_GRPC_PORT": str(free_port())
@@ -166,7 +165,7 @@ def _echo_ready(port: int) -> bool:
 
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary(ECHO_PATH)
+            call = channel.unary_unary(ECHO_PATH, None, None)  # bytes in, bytes out
             return bool(call(b"ping", timeout=1) == b"ping")
     except grpc.RpcError:
         return False
