@@ -147,6 +147,10 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "## Targets",
         "",
+        "The issue's targets hold for a quiet 2-core machine; compare the load average above. For "
+        "a miss, the CPU table and the profile sections below show where the time goes, and "
+        "[README.md](README.md#where-the-time-goes) what is left.",
+        "",
         "| target | measured | bound | |",
         "|---|---:|---:|---|",
     ]
