@@ -14,13 +14,12 @@ UINT64_MAX = 2**64 - 1
 
 
 def _uuid(raw: object, what: str, problems: Problems) -> str:
-    try:
-        return str(uuid.UUID(str(raw))) if isinstance(raw, str) else _bad(what, problems)
-    except ValueError:
-        return _bad(what, problems)
-
-
-def _bad(what: str, problems: Problems) -> str:
+    """The canonical form of a UUID field; "" and a problem if it is not one."""
+    if isinstance(raw, str):
+        try:
+            return str(uuid.UUID(raw))
+        except ValueError:
+            pass
     problems.add(what, f"Invalid field {what}: expected a UUID")
     return ""
 
@@ -51,6 +50,11 @@ class PluginScope:
         if kind == "Project":
             return cls("Project", _uuid(data.get("projectId"), "scope.projectId", problems))
         return cls("Global")
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> PluginScope:
+        """From stored JSON, validated when the plugin was registered."""
+        return cls(data["type"], data.get("componentId") or data.get("projectId") or "")
 
     @classmethod
     def from_query(cls, raw: str) -> PluginScope:
@@ -104,12 +108,11 @@ class PluginDefinition:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PluginDefinition:
-        """From the stored (already validated) JSON."""
-        problems = Problems()
+    def from_record(cls, data: Mapping[str, Any]) -> PluginDefinition:
+        """From stored JSON (`to_json`), validated when the plugin was registered."""
         return cls(
             data["name"], data["version"], data["description"], bytes(data["icon"]),
-            data["homepage"], dict(data["specs"]), PluginScope.from_json(data["scope"], problems),
+            data["homepage"], dict(data["specs"]), PluginScope.from_record(data["scope"]),
             data["owner"]["accountId"],
         )
 

@@ -199,13 +199,13 @@ class ProjectStore:
 
     async def plugin(self, owner: str, name: str, version: str) -> PluginDefinition | None:
         raw = await self._r.hget(self._plugins_key(owner), json.dumps([name, version]))
-        return None if raw is None else PluginDefinition.from_json(json.loads(raw))
+        return None if raw is None else PluginDefinition.from_record(json.loads(raw))
 
     async def plugins_of(self, owner: str) -> list[PluginDefinition]:
         """The owner's plugins, in registration order."""
         raws = (await self._r.hgetall(self._plugins_key(owner))).values()
         records = sorted((json.loads(r) for r in raws), key=lambda r: r["seq"])
-        return [PluginDefinition.from_json(r) for r in records]
+        return [PluginDefinition.from_record(r) for r in records]
 
     async def delete_plugin(self, owner: str, name: str, version: str) -> bool:
         return bool(await self._r.hdel(self._plugins_key(owner), json.dumps([name, version])))
