@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := build/.proto-stamp
 
-.PHONY: help setup proto run test test-fast bench bench-tools bench-micro conformance lint typecheck check clean
+.PHONY: help setup proto run test test-fast faults bench bench-tools bench-micro conformance lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
+
+faults: proto ## kill -9 every part 3 times under load with 40 MB uploads; prints docs/faults.md's figures
+	CAIRN_FAULTS_ROUNDS=3 CAIRN_FAULTS_UPLOAD_MB=40 CAIRN_FAULTS_RECOVERY_LIMIT=5 \
+	  $(PY) -m pytest tests/e2e/test_faults.py -s -p no:randomly
 
 bench-tools: ## the load generators (Debian's wrk and nghttp2-client), installed if missing
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \

@@ -185,6 +185,16 @@ def test_cairn_services_have_native_grpc_probes_for_their_health_names(
         assert deployment["spec"]["replicas"] == rendered.values["services"][service]["replicas"]
 
 
+def test_envoy_drains_in_its_prestop_hook(rendered: Rendered) -> None:
+    deployment = rendered.get("Deployment", f"{RELEASE}-cairn-envoy")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+        "python", "-m", "cairn.stack.drain"
+    ]
+    config = rendered.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    assert config["CAIRN_ENVOY_DRAIN_SECONDS"] == str(rendered.values["preStopSleepSeconds"])
+
+
 def test_backend_services_are_headless_h2c(rendered: Rendered) -> None:
     for service in CAIRN_SERVICES:
         spec = rendered.get("Service", f"{RELEASE}-cairn-{service}")["spec"]
@@ -539,8 +549,8 @@ REJECTED = [
     (["minio.enabled=false"], "externalS3.endpoint"),
     (["minio.enabled=false", "externalS3.endpoint=s3:9000", "externalS3.accessKey=x"],
      "secretKey"),
-    (["services.ledger.port=50051"], "port"),
-    (["services.ledger.wsPort=50054"], "wsPort"),
+    (["services.ledger.port=20051"], "port"),
+    (["services.ledger.wsPort=20054"], "wsPort"),
     (["services.ledger.wsPort=0"], "wsPort"),
     (["services.ledger.metricsPort=50054"], "metricsPort"),
     (["services.auth.port=50054", "services.ledger.port=50055", "services.ledger.wsPort=50056",

@@ -36,7 +36,7 @@ def pod_environment(rendered: Rendered, deployment: str) -> dict[str, str]:
 
 
 def test_parse_address_accepts_dns_names_and_ipv4() -> None:
-    assert parse_address("X", "rel-cairn-auth:50053") == ("rel-cairn-auth", 50053)
+    assert parse_address("X", "rel-cairn-auth:20053") == ("rel-cairn-auth", 20053)
     assert parse_address("X", "auth.ns.svc.cluster.local:1") == ("auth.ns.svc.cluster.local", 1)
     assert parse_address("X", " 10.0.0.7:65535 ") == ("10.0.0.7", 65535)
 
@@ -95,7 +95,7 @@ def test_the_stream_upstream_defaults_to_the_ledger_host_and_its_stream_port() -
     settings = EdgeSettings.from_env({"CAIRN_LEDGER_ADDR": "ledger.ns:7000",
                                       "CAIRN_LEDGER_WS_PORT": "7001"})
     assert settings.layout.ledger_ws == ("ledger.ns", 7001)
-    assert EdgeSettings.from_env({}).layout.ledger_ws == ("127.0.0.1", 50055)
+    assert EdgeSettings.from_env({}).layout.ledger_ws == ("127.0.0.1", 20055)
     # Like the ledger itself: without CAIRN_LEDGER_WS_PORT, the port after its gRPC port.
     assert EdgeSettings.from_env({"CAIRN_LEDGER_GRPC_PORT": "6000"}).layout.ledger_ws == (
         "127.0.0.1", 6001)
@@ -106,12 +106,12 @@ def test_the_stream_upstream_defaults_to_the_ledger_host_and_its_stream_port() -
 def test_envoy_argv_passes_extra_arguments_through(tmp_path: Path) -> None:
     settings = EdgeSettings.from_env({
         "CAIRN_ENVOY_CONFIG": str(tmp_path / "e.yaml"), "CAIRN_ENVOY_CONCURRENCY": "4",
-        "CAIRN_ENVOY_LOG_LEVEL": "INFO",
+        "CAIRN_ENVOY_LOG_LEVEL": "INFO", "CAIRN_ENVOY_DRAIN_SECONDS": "7",
     })
     assert envoy_argv("/bin/envoy", settings, ["--mode", "validate"]) == [
         "/bin/envoy", "-c", str((tmp_path / "e.yaml").resolve()), "--disable-hot-restart",
-        "--concurrency", "4", "-l", "info", "--file-flush-interval-msec", "1000",
-        "--mode", "validate",
+        "--concurrency", "4", "-l", "info", "--drain-strategy", "immediate", "--drain-time-s",
+        "7", "--file-flush-interval-msec", "1000", "--mode", "validate",
     ]
 
 

@@ -916,13 +916,17 @@ class FailingStore(ComponentStore):
             self.fail_next = False
             raise ConnectionError("Redis went away")
 
-    async def create(self, first: ComponentVersion, *, reason: str = "create") -> str | None:
+    async def create(
+        self, first: ComponentVersion, *, reason: str = "create", reservation: str = ""
+    ) -> str | None:
         self._maybe_fail()
-        return await super().create(first, reason=reason)
+        return await super().create(first, reason=reason, reservation=reservation)
 
-    async def add_version(self, version: ComponentVersion, *, reason: str) -> None:
+    async def add_version(
+        self, version: ComponentVersion, *, reason: str, reservation: str = ""
+    ) -> None:
         self._maybe_fail()
-        await super().add_version(version, reason=reason)
+        await super().add_version(version, reason=reason, reservation=reservation)
 
 
 async def exercise_failed_commits(env: Env, store: FailingStore, stored: Any) -> None:

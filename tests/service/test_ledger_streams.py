@@ -383,7 +383,7 @@ async def test_closing_the_server_closes_open_streams_going_away(streams: Stream
 
 
 def test_the_stream_port_defaults_to_the_port_after_the_grpc_port() -> None:
-    assert StreamSettings.from_env({}).port == DEFAULT_WS_PORT == 50055
+    assert StreamSettings.from_env({}).port == DEFAULT_WS_PORT == 20055
     assert StreamSettings.from_env({}, grpc_port=40000).port == 40001
     assert StreamSettings.from_env({"CAIRN_LEDGER_WS_PORT": "9000"}, grpc_port=40000).port == 9000
 

@@ -136,6 +136,8 @@ class AuthApi(auth_grpc.AuthServiceServicer):
             request.component_count_delta,
             request.storage_bytes_delta,
             request.upload_bytes,
+            operation_id=request.operation_id,
+            cancel=request.cancel,
         )
         return auth_pb.RecordComponentUsageResponse(
             usage=auth_pb.ComponentUsage(

@@ -408,10 +408,13 @@ class UsageService:
         self._plan = plan
 
     async def record(
-        self, account_id: str, count_delta: int, storage_delta: int, upload_bytes: int
+        self, account_id: str, count_delta: int, storage_delta: int, upload_bytes: int,
+        *, operation_id: str = "", cancel: bool = False,
     ) -> Usage:
         if upload_bytes < 0:
             raise InvalidRequest("upload_bytes must not be negative")
+        if cancel and not operation_id:
+            raise InvalidRequest("cancel needs the operation_id to cancel")
         if await self._store.account(account_id) is None:
             raise NotFound(ACCOUNT_NOT_FOUND)
         plan = self._plan
@@ -423,6 +426,8 @@ class UsageService:
             storage_delta=storage_delta,
             upload_bytes=upload_bytes,
             limits=(plan.component_limit, plan.storage_limit, plan.monthly_upload_limit),
+            operation_id=operation_id,
+            cancel=cancel,
         )
         if isinstance(outcome, UsageRefused):
             reason = self._refusal(outcome, account_id)

@@ -33,23 +33,49 @@ FAR_FUTURE = "2100-01-01T00:00:00Z"
 # KEYS: usage hash, monthly upload counter. ARGV: count delta, storage delta, upload bytes,
 # component limit, storage limit, monthly upload limit, upload counter TTL seconds.
 # Returns {0, which-limit} when refused, else {1, components, storage, uploaded}.
+# KEYS: usage hash, this month's upload counter, and (optional) the operation's record.
+# ARGV: count delta, storage delta, upload bytes, the three limits, upload counter TTL,
+# operation record TTL, 'cancel' or ''.
+# An operation is applied once: its record remembers the deltas ('applied') so that a cancel
+# gives exactly them back, or that it was cancelled first ('cancelled'), after which it is inert.
 _RECORD_USAGE = """
 local components = tonumber(redis.call('HGET', KEYS[1], 'components') or '0')
 local storage = tonumber(redis.call('HGET', KEYS[1], 'storage') or '0')
 local uploaded = tonumber(redis.call('GET', KEYS[2]) or '0')
 local dcount, dstorage, upload = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if KEYS[3] then
+  local state = redis.call('HGET', KEYS[3], 'state')
+  if ARGV[9] == 'cancel' then
+    if state == 'applied' then
+      components = math.max(0, components - tonumber(redis.call('HGET', KEYS[3], 'components')))
+      storage = math.max(0, storage - tonumber(redis.call('HGET', KEYS[3], 'storage')))
+      redis.call('HSET', KEYS[1], 'components', components, 'storage', storage)
+    end
+    redis.call('HSET', KEYS[3], 'state', 'cancelled')
+    redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+    return {1, components, storage, uploaded}
+  end
+  if state then return {1, components, storage, uploaded} end
+end
 if dcount > 0 and components + dcount > tonumber(ARGV[4]) then return {0, 'components'} end
 if dstorage > 0 and storage + dstorage > tonumber(ARGV[5]) then return {0, 'storage'} end
 if upload > 0 and uploaded + upload > tonumber(ARGV[6]) then return {0, 'upload'} end
-components = math.max(0, components + dcount)
-storage = math.max(0, storage + dstorage)
-redis.call('HSET', KEYS[1], 'components', components, 'storage', storage)
+local new_components = math.max(0, components + dcount)
+local new_storage = math.max(0, storage + dstorage)
+redis.call('HSET', KEYS[1], 'components', new_components, 'storage', new_storage)
 if upload > 0 then
   uploaded = redis.call('INCRBY', KEYS[2], upload)
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 end
-return {1, components, storage, uploaded}
+if KEYS[3] then
+  redis.call('HSET', KEYS[3], 'state', 'applied', 'components', new_components - components,
+             'storage', new_storage - storage)
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+end
+return {1, new_components, new_storage, uploaded}
 """
+# How long an operation's record is kept: far longer than any upload or crash recovery.
+USAGE_OPERATION_TTL_SECONDS = 7 * 24 * 3600
 
 
 def _text(value: bytes | str) -> str:
@@ -334,13 +360,20 @@ class AuthStore:
         storage_delta: int,
         upload_bytes: int,
         limits: tuple[int, int, int],
+        operation_id: str = "",
+        cancel: bool = False,
     ) -> Usage | UsageRefused:
-        """Atomically check (component, storage, monthly upload) limits and record the usage."""
+        """Atomically check (component, storage, monthly upload) limits and record the usage;
+        with `operation_id`, once per id, and `cancel` gives that operation's usage back."""
         month = utc_now().strftime("%Y-%m")
+        keys = [f"{self._p}:usage:{account_id}", f"{self._p}:usage:{account_id}:upload:{month}"]
+        if operation_id:
+            keys.append(f"{self._p}:usage:{account_id}:operation:{operation_id}")
         reply = await self._record_usage(
-            keys=[f"{self._p}:usage:{account_id}", f"{self._p}:usage:{account_id}:upload:{month}"],
+            keys=keys,
             # 40 days: the counter outlives its month, then Redis drops it.
-            args=[count_delta, storage_delta, upload_bytes, *limits, 40 * 24 * 3600],
+            args=[count_delta, storage_delta, upload_bytes, *limits, 40 * 24 * 3600,
+                  USAGE_OPERATION_TTL_SECONDS, "cancel" if cancel else ""],
         )
         if int(reply[0]) == 0:
             return UsageRefused(_text(reply[1]))

@@ -1,10 +1,13 @@
 """Blob store on a local directory, for development, tests and single-node deployments.
 
-Each blob is a plain file at `<root>/<key>`. A put writes a hidden temp file in the target's own
-directory, fsyncs it and renames it over the target, so readers see the old blob or the new one,
-never a partial one. Beside each blob a hidden sidecar caches its SHA-256; the sidecar records the
-file identity it describes (device, inode, size, mtime) and is ignored when that no longer matches,
-so a stale or lost sidecar costs a re-hash, never a wrong answer.
+Each blob is a plain file at `<root>/<key>`. A put writes a temp file in this process's scratch
+directory under `<root>/.tmp/` (same file system), fsyncs it and renames it over the target, so
+readers see the old blob or the new one, never a partial one. A crashed process's temp files are
+removed by the next store opened on the root (`cairn.runtime.scratch`).
+
+Beside each blob a hidden sidecar caches its SHA-256; the sidecar records the file identity it
+describes (device, inode, size, mtime) and is ignored when that no longer matches, so a stale or
+lost sidecar costs a re-hash, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hashlib
 import json
 import os
 import stat as stat_module
+import threading
 import uuid
 from collections.abc import AsyncIterable
 from pathlib import Path
@@ -30,7 +34,11 @@ from cairn.blobstore.errors import (
 )
 from cairn.blobstore.keys import validate_key
 from cairn.blobstore.port import DEFAULT_CHUNK_SIZE, DEFAULT_CONTENT_TYPE, BlobInfo, BlobReader
+from cairn.runtime import scratch
+from cairn.runtime.scratch import ScratchDir
 
+SCRATCH_DIR = ".tmp"
+SCRATCH_PREFIX = "put-"
 # Small producer chunks are gathered up to this size so each thread hop writes a useful amount.
 _WRITE_BATCH = 256 * 1024
 _HASH_CHUNK = 1 << 20
@@ -44,9 +52,9 @@ def _identity(st: os.stat_result) -> dict[str, int]:
     return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _write_sidecar(target: Path, st: os.stat_result, sha256: str) -> None:
+def _write_sidecar(target: Path, st: os.stat_result, sha256: str, scratch: Path) -> None:
     sidecar = _sidecar_path(target)
-    temp = sidecar.with_name(f"{sidecar.name}.{uuid.uuid4().hex}.tmp")
+    temp = scratch / f"{uuid.uuid4().hex}.sha256.tmp"
     try:
         temp.write_text(json.dumps({"sha256": sha256, **_identity(st)}), encoding="utf-8")
         os.replace(temp, sidecar)
@@ -82,9 +90,10 @@ def _fsync_directory(directory: Path) -> None:
 class _TempBlobFile:
     """The hidden file a put writes before it is renamed over the target."""
 
-    def __init__(self, key: str, target: Path) -> None:
+    def __init__(self, key: str, target: Path, scratch: Path) -> None:
         self.key = key
         self.target = target
+        self.scratch = scratch
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
@@ -98,7 +107,7 @@ class _TempBlobFile:
         if target.is_dir():
             # Found before the stream is read, instead of after, when the rename would fail.
             raise _prefix_conflict(key)
-        self.path = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        self.path = scratch / f"{uuid.uuid4().hex}.tmp"
         try:
             self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by commit/discard
         except OSError as exc:
@@ -122,7 +131,7 @@ class _TempBlobFile:
             st = os.fstat(self.file.fileno())
             self.file.close()
             # The sidecar goes first and names the new inode, so it never vouches for old content.
-            _write_sidecar(self.target, st, sha256)
+            _write_sidecar(self.target, st, sha256, self.scratch)
         except OSError as exc:
             raise BlobStoreUnavailable(f"Cannot write blob {self.key!r}: {exc}") from exc
         try:
@@ -151,6 +160,20 @@ class DiskBlobStore:
     def __init__(self, root: Path, *, executor: concurrent.futures.Executor | None = None) -> None:
         self.root = Path(root)
         self._executor = executor if executor is not None else blob_executor()
+        self._scratch: ScratchDir | None = None
+        self._scratch_lock = threading.Lock()
+        # Temp files of puts that a crash interrupted (no key starts with '.', so no blob's).
+        scratch.sweep(self.root / SCRATCH_DIR, SCRATCH_PREFIX)
+
+    def _scratch_path(self) -> Path:
+        """This process's directory for temp files, made on the first write (worker thread)."""
+        with self._scratch_lock:
+            if self._scratch is None:
+                try:
+                    self._scratch = ScratchDir.claim(self.root / SCRATCH_DIR, SCRATCH_PREFIX)
+                except OSError as exc:
+                    raise BlobStoreUnavailable(f"Cannot write under {self.root}: {exc}") from exc
+            return self._scratch.path
 
     def __repr__(self) -> str:
         return f"DiskBlobStore({str(self.root)!r})"
@@ -175,7 +198,7 @@ class DiskBlobStore:
         calls = BlockingCalls(self._executor)
         temp: _TempBlobFile | None = None
         try:
-            temp = await calls.run(_TempBlobFile, key, target)
+            temp = await calls.run(lambda: _TempBlobFile(key, target, self._scratch_path()))
             received = 0
             batch: list[bytes] = []
             batch_size = 0
@@ -230,8 +253,7 @@ class DiskBlobStore:
         target = self.path_for(key)
         return await BlockingCalls(self._executor).run(self._stat_sync, key, target)
 
-    @staticmethod
-    def _stat_sync(key: str, target: Path) -> BlobInfo | None:
+    def _stat_sync(self, key: str, target: Path) -> BlobInfo | None:
         try:
             file = open(target, "rb")  # noqa: SIM115 - closed by the `with` below
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -249,7 +271,7 @@ class DiskBlobStore:
                 while chunk := file.read(_HASH_CHUNK):
                     digest.update(chunk)
                 sha256 = digest.hexdigest()
-                _write_sidecar(target, st, sha256)
+                _write_sidecar(target, st, sha256, self._scratch_path())
         return BlobInfo(key=key, size=st.st_size, sha256=sha256)
 
     async def delete(self, key: str) -> None:

@@ -6,6 +6,8 @@ the component and ledger services can map them to API responses without knowing 
 
 from __future__ import annotations
 
+from cairn.runtime.errors import DependencyDown
+
 
 class BlobStoreError(Exception):
     """Root of every blob store failure; the message is fit to show an API client."""
@@ -38,5 +40,7 @@ class BlobTooLarge(BlobStoreError):
         self.key = key
 
 
-class BlobStoreUnavailable(BlobStoreError):
+class BlobStoreUnavailable(BlobStoreError, DependencyDown):
     """The backend cannot be reached or refuses service (network down, disk unwritable, 5xx)."""
+
+    public_message = "Blob storage is unavailable; try again shortly"

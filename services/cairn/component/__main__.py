@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import grpc
 import redis.asyncio as aioredis
 
@@ -15,13 +18,17 @@ from cairn.component.v1 import component_service_pb2_grpc, template_service_pb2_
 from cairn.runtime.callers import CallerResolver
 from cairn.runtime.entrypoint import Wiring, run_service
 from cairn.runtime.errors import ErrorStyle
+from cairn.runtime.scratch import ScratchDir
 from cairn.runtime.settings import Settings
 
 TEMPLATE_SERVICE = "cairn.component.v1.TemplateService"
+SPOOL_PREFIX = "cairn-component-spool-"
 
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
     own = ComponentSettings.from_env(run_dir=settings.run_dir)
+    # Uploads spool into a directory of this process's own; a crashed one's is swept here.
+    spool = ScratchDir.claim(own.spool_dir or Path(tempfile.gettempdir()), SPOOL_PREFIX).path
     blobs = own.blob_store()
     service = ComponentService(
         ComponentStore(redis),
@@ -33,18 +40,19 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
     callers = CallerResolver(settings.internal_secret, settings.address("auth"))
     components = ComponentApi(
         service, callers,
-        spool_dir=own.spool_dir, max_files_archive_bytes=own.max_files_archive_bytes,
+        spool_dir=spool, max_files_archive_bytes=own.max_files_archive_bytes,
     )
     templates = TemplateApi(
         service, callers,
-        spool_dir=own.spool_dir, max_files_archive_bytes=own.max_files_archive_bytes,
+        spool_dir=spool, max_files_archive_bytes=own.max_files_archive_bytes,
     )
 
     def register(server: grpc.aio.Server) -> None:
         component_service_pb2_grpc.add_ComponentServiceServicer_to_server(components, server)
         template_service_pb2_grpc.add_TemplateServiceServicer_to_server(templates, server)
 
-    return Wiring(register, {"blobs": lambda: blobstore.probe(blobs)})
+    return Wiring(register, {"blobs": lambda: blobstore.probe(blobs)},
+                  background=[service.keep_alive])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from cairn.project.v1 import plugin_service_pb2_grpc as plugin_grpc
 from cairn.project.v1 import project_service_pb2 as project_pb
 from cairn.project.v1 import project_service_pb2_grpc as project_grpc
 from cairn.runtime.callers import as_caller
-from cairn.runtime.channels import internal_channel
+from cairn.runtime.channels import internal_channel, unavailable_peer
 from cairn.runtime.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -28,6 +28,9 @@ from cairn.runtime.errors import (
     Unavailable,
 )
 from cairn.runtime.principal import Principal
+
+# Who the component service is when it acts on its own (releasing a dead process's usage).
+COMPONENT_SERVICE = Principal("cairn-component-service")
 
 # The project actions component operations need (proto enum values of cairn.project.v1).
 # Plugin installations are component changes, as in Golem's Dec 2024 component service (the
@@ -42,9 +45,9 @@ _TIMEOUT_SECONDS = 5.0
 KNOWN_DEFAULTS_MAX = 10_000
 
 
-def _as_service_error(err: grpc.aio.AioRpcError) -> ServiceError:
-    """The project service's answer, re-raised with the same meaning for our client."""
-    message = err.details() or "Project service error"
+def _as_service_error(err: grpc.aio.AioRpcError, service: str) -> ServiceError:
+    """A peer service's answer, re-raised with the same meaning for our client."""
+    message = err.details() or f"The {service} service failed"
     mapping: dict[grpc.StatusCode, type[ServiceError]] = {
         grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
         grpc.StatusCode.NOT_FOUND: NotFound,
@@ -54,7 +57,8 @@ def _as_service_error(err: grpc.aio.AioRpcError) -> ServiceError:
     error_type = mapping.get(err.code())
     if error_type is not None:
         return error_type(message)
-    return Unavailable(f"Project service unavailable: {message}")
+    unreachable = unavailable_peer(err, service)
+    return unreachable or Unavailable(f"The {service} service failed: {message}")
 
 
 class ProjectGateway:
@@ -87,7 +91,7 @@ class ProjectGateway:
                 timeout=_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as err:
-            raise _as_service_error(err) from None
+            raise _as_service_error(err, "project") from None
         if len(self._known_defaults) >= KNOWN_DEFAULTS_MAX:
             self._known_defaults.clear()
         self._known_defaults[caller.account_id] = reply.project.project_id
@@ -109,7 +113,7 @@ class ProjectGateway:
             if err.code() == grpc.StatusCode.NOT_FOUND:  # a remembered default gone after all
                 self._known_defaults = {
                     a: p for a, p in self._known_defaults.items() if p != project_id}
-            raise _as_service_error(err) from None
+            raise _as_service_error(err, "project") from None
         return reply.project_owner_account_id
 
     async def authorize_plugin_installation(
@@ -126,7 +130,7 @@ class ProjectGateway:
                 timeout=_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as err:
-            raise _as_service_error(err) from None
+            raise _as_service_error(err, "project") from None
 
 
 class UsageLedger:
@@ -151,20 +155,31 @@ class UsageLedger:
         components: int = 0,
         storage_bytes: int = 0,
         upload_bytes: int = 0,
+        operation: str = "",
     ) -> None:
-        """Count the usage against `account_id`; 403 with Golem's message over a limit."""
+        """Count the usage against `account_id`, once per `operation`; 403 with Golem's message
+        over a limit."""
+        await self._call(caller, auth_pb.RecordComponentUsageRequest(
+            account_id=account_id,
+            component_count_delta=components,
+            storage_bytes_delta=storage_bytes,
+            upload_bytes=upload_bytes,
+            operation_id=operation,
+        ))
+
+    async def cancel(self, caller: Principal, account_id: str, operation: str) -> None:
+        """Give back what `operation` counted (nothing if it counted nothing); safe to repeat."""
+        await self._call(caller, auth_pb.RecordComponentUsageRequest(
+            account_id=account_id, operation_id=operation, cancel=True))
+
+    async def _call(self, caller: Principal, request: auth_pb.RecordComponentUsageRequest) -> None:
         try:
             await self._auth().RecordComponentUsage(
-                auth_pb.RecordComponentUsageRequest(
-                    account_id=account_id,
-                    component_count_delta=components,
-                    storage_bytes_delta=storage_bytes,
-                    upload_bytes=upload_bytes,
-                ),
+                request,
                 metadata=as_caller(caller, self._secret),
                 timeout=_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise LimitExceeded(err.details() or "Limit exceeded") from None
-            raise _as_service_error(err) from None
+            raise _as_service_error(err, "auth") from None

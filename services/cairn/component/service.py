@@ -5,13 +5,18 @@ project. Uploads arrive spooled to temporary files (see ingest.py); from there:
 
 1. the WASM is read into memory once and its metadata extracted in a worker thread, and the
    `files` zip is validated: every client mistake is a 400 before anything is counted or stored;
-2. the upload is counted against the project owner's plan (`UsageLedger`; 403 over a limit);
+2. a reservation names the upload, its owner, this process and the WASM's future blob key, and
+   the upload is counted against the owner's plan under the reservation's id (`UsageLedger`;
+   403 over a limit);
 3. the initial files go into the blob store under their content hash, and the WASM under a key
    no other version uses;
-4. the version record is committed atomically in Redis (store.py), which publishes its event.
+4. the version record is committed atomically in Redis (store.py), which publishes its event and
+   settles the reservation in the same step.
 
 If anything fails after step 2, the new WASM blob is deleted and the counted usage given back,
-so a failed or interrupted upload leaves no version and no blob that any version refers to.
+so a failed or interrupted upload leaves no version and no blob that any version refers to. If the
+process dies instead, its lease runs out and another (or its restart) does the same for every
+reservation it left (`release_orphans`): plan usage counts committed versions only.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import structlog
 
 from cairn.blobstore import BlobReader, BlobStore, BlobStoreError, BlobTooLarge
 from cairn.component import access, metrics
-from cairn.component.access import ProjectGateway, UsageLedger
+from cairn.component.access import COMPONENT_SERVICE, ProjectGateway, UsageLedger
 from cairn.component.model import (
     ComponentType,
     ComponentVersion,
@@ -41,7 +46,7 @@ from cairn.component.model import (
     parse_component_id,
     parse_installation_id,
 )
-from cairn.component.store import ComponentGone, ComponentStore, VersionConflict
+from cairn.component.store import ComponentGone, ComponentStore, Reservation, VersionConflict
 from cairn.component.uploads import InitialFilesArchive, UploadError
 from cairn.component.wasm import (
     InvalidComponent,
@@ -57,7 +62,6 @@ from cairn.runtime.errors import (
     InvalidRequest,
     LimitExceeded,
     NotFound,
-    ServiceError,
     Unavailable,
 )
 from cairn.runtime.principal import Principal
@@ -70,6 +74,9 @@ WASM_CONTENT_TYPE = "application/wasm"
 INITIAL_FILES_PREFIX = "initial-files/"
 # Concurrent writers of one component retry on top of each other's versions this often.
 _COMMIT_ATTEMPTS = 16
+# A component process renews its lease 4 times per lease; a sweep releases the uploads of a
+# process whose lease ran out (it died before committing them).
+LEASE_SECONDS = 8.0
 
 
 class ComponentAlreadyExists(AlreadyExists):
@@ -157,6 +164,7 @@ class ComponentService:
         *,
         max_component_bytes: int,
         usage: UsageLedger | None = None,
+        instance: str | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -164,6 +172,8 @@ class ComponentService:
         # None: no plan limits beyond the size limit (tests without an auth service).
         self._usage = usage
         self.max_component_bytes = max_component_bytes
+        # This process, in the reservations of its uploads; its lease says it is alive.
+        self.instance = instance or uuid.uuid4().hex
 
     # -- access ----------------------------------------------------------------------------
 
@@ -254,11 +264,13 @@ class ComponentService:
         component_id = str(uuid.uuid4())
         with await self._open_archive(files) as archive:
             # Everything the client could get wrong is checked; now count, store and commit.
-            await self._count(caller, owner, components=1, storage=wasm.size, upload=wasm.size)
-            blob_key: str | None = None
+            reservation = await self._count(
+                caller, owner, _blob_key(component_id), components=1, storage=wasm.size,
+                upload=wasm.size,
+            )
             try:
                 initial_files = await self._upload_files(archive)
-                blob_key = await self._store_wasm(component_id, wasm)
+                blob_key = await self._store_wasm(reservation.blob_key, wasm)
                 first = ComponentVersion(
                     component_id=component_id,
                     version=0,
@@ -274,13 +286,11 @@ class ComponentService:
                     template_exports=analysed.template_exports,
                     files=initial_files or (),
                 )
-                taken_by = await self._store.create(first)
+                taken_by = await self._store.create(first, reservation=reservation.id)
                 if taken_by is not None:
                     raise ComponentAlreadyExists(taken_by)
             except BaseException:
-                await asyncio.shield(
-                    self._undo(caller, owner, blob_key, components=-1, storage=-wasm.size)
-                )
+                await asyncio.shield(self._undo(reservation))
                 raise
         metrics.UPLOADS.labels("create").inc()
         metrics.UPLOAD_BYTES.inc(wasm.size)
@@ -303,11 +313,13 @@ class ComponentService:
         analysed = await asyncio.to_thread(_analyse_file, wasm.path)
         owner = latest.owner_account_id
         with await self._open_archive(files) as archive:
-            await self._count(caller, owner, storage=wasm.size, upload=wasm.size)
-            blob_key: str | None = None
+            reservation = await self._count(
+                caller, owner, _blob_key(latest.component_id), storage=wasm.size,
+                upload=wasm.size,
+            )
             try:
                 new_files = await self._upload_files(archive)
-                blob_key = stored_key = await self._store_wasm(latest.component_id, wasm)
+                stored_key = await self._store_wasm(reservation.blob_key, wasm)
 
                 def change(previous: ComponentVersion) -> ComponentVersion:
                     return previous.successor(
@@ -321,9 +333,9 @@ class ComponentService:
                         files=previous.files if new_files is None else new_files,
                     )
 
-                committed = await self._commit_next(latest, change, reason)
+                committed = await self._commit_next(latest, change, reason, reservation.id)
             except BaseException:
-                await asyncio.shield(self._undo(caller, owner, blob_key, storage=-wasm.size))
+                await asyncio.shield(self._undo(reservation))
                 raise
         metrics.UPLOADS.labels("new_version").inc()
         metrics.UPLOAD_BYTES.inc(wasm.size)
@@ -335,9 +347,8 @@ class ComponentService:
         if size == 0:
             raise InvalidRequest("The component binary is empty")
 
-    async def _store_wasm(self, component_id: str, wasm: WasmUpload) -> str:
-        """Stream the spooled WASM into the blob store under a key of its own."""
-        key = f"components/{component_id}/{uuid.uuid4().hex}.wasm"
+    async def _store_wasm(self, key: str, wasm: WasmUpload) -> str:
+        """Stream the spooled WASM into the blob store under `key`, a key of its own."""
         try:
             info = await self._blobs.put(
                 key, _file_chunks(wasm.path), max_size=wasm.size, content_type=WASM_CONTENT_TYPE
@@ -378,36 +389,66 @@ class ComponentService:
         return tuple(InitialFile(f.key, f.path, f.permissions) for f in uploaded)
 
     async def _count(
-        self, caller: Principal, owner: str, *, components: int = 0, storage: int, upload: int
-    ) -> None:
-        """Count an upload against the owner's plan (403 over a limit) before storing it."""
-        if self._usage is not None:
-            await self._usage.record(
-                caller, owner, components=components, storage_bytes=storage, upload_bytes=upload
-            )
+        self, caller: Principal, owner: str, blob_key: str, *, components: int = 0,
+        storage: int, upload: int,
+    ) -> Reservation:
+        """Count an upload against the owner's plan (403 over a limit) before storing it.
 
-    async def _undo(
-        self,
-        caller: Principal,
-        owner: str,
-        blob_key: str | None,
-        *,
-        components: int = 0,
-        storage: int,
-    ) -> None:
+        The reservation is written first: if this process dies before the commit, a sweep
+        (`release_orphans`) gives the usage back and deletes the blob."""
+        if self._usage is None:  # nothing counted: nothing to reserve ('' commits without one)
+            return Reservation("", owner, self.instance, blob_key)
+        reservation = Reservation(uuid.uuid4().hex, owner, self.instance, blob_key)
+        await self._store.reserve(reservation)
+        try:
+            await self._usage.record(
+                caller, owner, components=components, storage_bytes=storage,
+                upload_bytes=upload, operation=reservation.id,
+            )
+        except BaseException:
+            await asyncio.shield(self._undo(reservation))
+            raise
+        return reservation
+
+    async def _undo(self, reservation: Reservation) -> None:
         """After a failed upload: delete its blob and give back the plan usage it counted.
 
-        The monthly upload counter keeps the bytes, as the upload did happen."""
-        if blob_key is not None:
-            await self._discard(blob_key)
+        The monthly upload counter keeps the bytes, as the upload did happen. If the usage
+        cannot be given back now, the reservation is left to the next sweep."""
+        await self._discard(reservation.blob_key)
         if self._usage is None:
             return
         try:
-            await self._usage.record(
-                caller, owner, components=components, storage_bytes=storage, upload_bytes=0
-            )
-        except ServiceError as err:
-            log.warning("usage_release_failed", account_id=owner, error=err.message)
+            await self._usage.cancel(COMPONENT_SERVICE, reservation.owner, reservation.id)
+            await self._store.unreserve(reservation.id)
+        except Exception as err:
+            log.warning("usage_release_deferred", account_id=reservation.owner, error=str(err))
+            with contextlib.suppress(Exception):
+                await self._store.abandon(reservation)
+
+    async def release_orphans(self) -> int:
+        """Give back the usage and delete the blobs of uploads whose process died before their
+        commit (or gave up releasing them); how many."""
+        if self._usage is None:
+            return 0
+        orphans = await self._store.orphans(self.instance)
+        for reservation in orphans:
+            await self._usage.cancel(COMPONENT_SERVICE, reservation.owner, reservation.id)
+            await self._discard(reservation.blob_key)
+            await self._store.released(reservation.id)
+        if orphans:
+            log.info("orphan_uploads_released", count=len(orphans))
+        return len(orphans)
+
+    async def keep_alive(self, lease_seconds: float = LEASE_SECONDS) -> None:
+        """Renew this process's lease and release dead processes' uploads, until cancelled."""
+        while True:
+            try:
+                await self._store.renew_lease(self.instance, lease_seconds)
+                await self.release_orphans()
+            except Exception as err:  # Redis or auth down: the next round tries again
+                log.warning("upload_sweep_failed", error=f"{type(err).__name__}: {err}")
+            await asyncio.sleep(lease_seconds / 4)
 
     async def _discard(self, blob_key: str) -> None:
         try:
@@ -421,13 +462,14 @@ class ComponentService:
         latest: ComponentVersion,
         change: Callable[[ComponentVersion], ComponentVersion],
         reason: str,
+        reservation: str = "",
     ) -> ComponentVersion:
         """Commit `change(latest)`, rebuilding on the newer latest if another writer won."""
         previous = latest
         for _ in range(_COMMIT_ATTEMPTS):
             candidate = change(previous)
             try:
-                await self._store.add_version(candidate, reason=reason)
+                await self._store.add_version(candidate, reason=reason, reservation=reservation)
             except VersionConflict:
                 refreshed = await self._store.latest(latest.component_id)
                 if refreshed is None:
@@ -537,6 +579,11 @@ def _require_installation(
     if not any(p.id == installation_id for p in version.installed_plugins):
         raise NotFound(f"Plugin installation not found: {installation_id}")
     return version.installed_plugins
+
+
+def _blob_key(component_id: str) -> str:
+    """A key no other version uses."""
+    return f"components/{component_id}/{uuid.uuid4().hex}.wasm"
 
 
 async def _file_chunks(path: Path, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -47,7 +47,7 @@ from cairn.ledger.service import require_readers
 from cairn.ledger.store import HistoryPruned, LedgerStore, LoggedTransaction, format_offset
 from cairn.runtime.errors import InvalidRequest, Unavailable
 
-DEFAULT_WS_PORT = 50055
+DEFAULT_WS_PORT = 20055
 DEFAULT_HEARTBEAT_SECONDS = 5.0  # the JSON API's default heartbeatPeriod
 ACS_BLOCK_SIZE = 500  # contracts per snapshot block
 MULTIPLE_REQUESTS = "Multiple requests over the same WebSocket connection are not allowed."
@@ -78,7 +78,7 @@ class StreamSettings:
 
     | variable | default | meaning |
     |---|---|---|
-    | `CAIRN_LEDGER_WS_PORT` | the gRPC port + 1 (`50055`) | port of the WebSocket server |
+    | `CAIRN_LEDGER_WS_PORT` | the gRPC port + 1 (`20055`) | port of the WebSocket server |
     | `CAIRN_LEDGER_WS_HEARTBEAT_SECONDS` | `5` | quiet time after which the offset is re-sent |
     """
 

@@ -7,7 +7,7 @@ import grpc
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cairn.project.service import AccountInfo
 from cairn.runtime.callers import as_caller
-from cairn.runtime.channels import internal_channel
+from cairn.runtime.channels import internal_channel, unavailable_peer
 from cairn.runtime.errors import Unavailable
 from cairn.runtime.principal import Principal
 
@@ -36,5 +36,6 @@ class AuthAccountDirectory:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise Unavailable("The account service is unavailable") from None
+            raise unavailable_peer(err, "auth") or Unavailable(
+                f"The auth service failed: {err.details()}") from None
         return AccountInfo(reply.account_id, reply.plan.project_limit)

@@ -8,7 +8,7 @@ import grpc
 
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cairn.runtime import principal as principals
-from cairn.runtime.channels import internal_channel
+from cairn.runtime.channels import internal_channel, unavailable_peer
 from cairn.runtime.errors import Unauthenticated
 from cairn.runtime.principal import Principal
 
@@ -59,6 +59,6 @@ class CallerResolver:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise Unauthenticated(err.details() or UNAUTHORIZED) from None
-            raise
+            raise unavailable_peer(err, "auth") or err from None
         p = reply.principal
         return Principal(p.account_id, p.token_id, tuple(p.roles))

@@ -1,13 +1,22 @@
-"""Channels to other Cairn services: every call carries the caller's request id and trace.
+"""Channels to other Cairn services: every call carries the caller's request id and trace, and
+rides through a peer's restart.
 
 A service that calls another on behalf of a request passes on Envoy's `x-request-id` (bound in the
 logging context by the server interceptor), so both services' log lines for that request carry
 the same `request_id`, and the W3C `traceparent` of the current span, so the callee's span joins
 the trace (`cairn.runtime.tracing`). With tracing on, each unary call also gets a client span.
+
+Faults (docs/faults.md): a peer that restarts is reconnected within a quarter second (gRPC's
+default reconnect backoff grows to two minutes), and the service config's retry policy retries an
+idempotent call the peer answered UNAVAILABLE, with backoff. A call that may have changed state
+(RecordComponentUsage) is not retried: only gRPC's transparent retry of a call that never left
+this process applies to it. What still fails reaches our client as 503 / UNAVAILABLE
+(`unavailable_peer`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +24,7 @@ import grpc
 import structlog
 from opentelemetry import propagate, trace
 
+from cairn.runtime.errors import PEER_UNAVAILABLE_CODES, Unavailable, peer_unavailable
 from cairn.runtime.tracing import tracer
 
 REQUEST_ID = "x-request-id"
@@ -63,7 +73,50 @@ class _Propagate(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc,typ
 
 _INTERCEPTORS = [_Propagate()]
 
+# Calls that are safe to repeat: reads, and get-or-create of the default project.
+IDEMPOTENT_METHODS = {
+    "cairn.auth.v1.AuthService": ("Authenticate", "LookupAccount"),
+    "cairn.project.v1.ProjectService": ("GetDefaultProject", "AuthorizeProjectAction"),
+    "cairn.project.v1.PluginService": ("AuthorizeComponentPluginInstallation",),
+    "grpc.health.v1.Health": ("Check",),
+}
+
+SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [
+            {"service": service, "method": method}
+            for service, methods in IDEMPOTENT_METHODS.items()
+            for method in methods
+        ],
+        "retryPolicy": {
+            "maxAttempts": 5,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+})
+
+CHANNEL_OPTIONS = (
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    # A restarted peer is found again within a quarter second (the retries above span about as
+    # long on average): reconnecting to a local port that refuses costs next to nothing.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 250),
+)
+
 
 def internal_channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to another Cairn service that passes on request id and trace."""
-    return grpc.aio.insecure_channel(address, interceptors=_INTERCEPTORS)  # type: ignore[arg-type]
+    """An insecure channel to another Cairn service (one per peer and process) that passes on
+    request id and trace and retries idempotent calls through the peer's restart."""
+    return grpc.aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=_INTERCEPTORS  # type: ignore[arg-type]
+    )
+
+
+def unavailable_peer(err: grpc.aio.AioRpcError, service: str) -> Unavailable | None:
+    """The 503 a failed call to `service` means when the peer was unreachable or too slow."""
+    return peer_unavailable(service) if err.code() in PEER_UNAVAILABLE_CODES else None

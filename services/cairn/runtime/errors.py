@@ -21,7 +21,6 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from cairn.blobstore.errors import BlobStoreUnavailable
 from cairn.runtime.redis import is_unavailable as redis_unavailable
 
 # A lone UTF-16 surrogate: not a Unicode scalar value, so not encodable as UTF-8.
@@ -204,7 +203,13 @@ class Unavailable(ServiceError):
 
 
 REDIS_UNAVAILABLE = "The state store (Redis) is unavailable; try again shortly"
-BLOBS_UNAVAILABLE = "Blob storage is unavailable; try again shortly"
+
+
+class DependencyDown(Exception):
+    """Base of an adapter's "my backend cannot serve" error (e.g. the blob store's): whatever a
+    handler leaves of it is answered 503 / UNAVAILABLE with `public_message`."""
+
+    public_message = "A service this call needs is unavailable; try again shortly"
 # A peer Cairn service's answers that mean it could not be reached or did not answer in time.
 PEER_UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -221,8 +226,8 @@ def as_unavailable(err: BaseException) -> Unavailable | None:
     """
     if redis_unavailable(err):
         return Unavailable(REDIS_UNAVAILABLE)
-    if isinstance(err, BlobStoreUnavailable):
-        return Unavailable(BLOBS_UNAVAILABLE)
+    if isinstance(err, DependencyDown):
+        return Unavailable(err.public_message)
     if isinstance(err, grpc.aio.AioRpcError) and err.code() in PEER_UNAVAILABLE_CODES:
         return Unavailable(f"A service this call needs is unavailable: {err.details()}")
     return None

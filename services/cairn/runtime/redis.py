@@ -25,6 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.cluster import READ_COMMANDS
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from cairn.runtime.metrics import LATENCY_BUCKETS
 
@@ -117,6 +118,11 @@ def connect(
         "socket_keepalive": True,
         # An idle connection is PINGed before reuse, catching a dead peer the pool check missed.
         "health_check_interval": 30,
+        # Off, because with redis-py's default ("auto") its pool no longer checks a pooled
+        # connection before handing it out (`maint_notifications_enabled()` returns the truthy
+        # "auto"), so after a Redis restart every stale connection failed one command. The
+        # notifications are for Redis Enterprise/Cloud maintenance, which Cairn does not use.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     if max_connections is not None:
         options["max_connections"] = max_connections

@@ -7,8 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_PORTS = {"project": 50051, "component": 50052, "auth": 50053, "ledger": 50054}
-# A service's Prometheus scrape port defaults to its gRPC port + this (50151-50154), so replicas
+# Below the kernel's ephemeral range (32768-60999 on Linux), so that no client's own local port
+# can collide with a service's while that service restarts (docs/faults.md).
+DEFAULT_PORTS = {"project": 20051, "component": 20052, "auth": 20053, "ledger": 20054}
+
+
+# A service's Prometheus scrape port defaults to its gRPC port + this (20151-20154), so replicas
 # and side-by-side stacks on one host, which differ in gRPC ports, never collide on it.
 METRICS_PORT_OFFSET = 100
 
@@ -101,6 +105,11 @@ class Settings:
     envoy_stats_port: int = 9902  # the admin port + 1 unless set
     otlp_endpoint: str = ""
     trace_sample_ratio: float = 1.0
+    # `make run`'s supervisor: a child exiting this many times within the window stops the stack.
+    restart_limit: int = 5
+    restart_window_seconds: float = 60.0
+    # How long Envoy drains open connections on shutdown before it is stopped.
+    envoy_drain_seconds: float = 5.0
 
     def grpc_port(self, service: str) -> int:
         return self.grpc_ports[service]
@@ -150,6 +159,9 @@ class Settings:
                                   _int(env, "CAIRN_ENVOY_ADMIN_PORT", 9901) + 1),
             otlp_endpoint=env.get("CAIRN_OTLP_ENDPOINT", "").strip(),
             trace_sample_ratio=_ratio(env, "CAIRN_TRACE_SAMPLE_RATIO", 1.0),
+            restart_limit=_int(env, "CAIRN_RESTART_LIMIT", 5),
+            restart_window_seconds=_float(env, "CAIRN_RESTART_WINDOW_SECONDS", 60.0),
+            envoy_drain_seconds=_float(env, "CAIRN_ENVOY_DRAIN_SECONDS", 5.0),
         )
 
     def require(self, *names: str) -> None:

@@ -1,4 +1,8 @@
-"""`python -m cairn.stack` (what `make run` runs): the whole stack in the foreground."""
+"""`python -m cairn.stack` (what `make run` runs): the whole stack in the foreground, supervised.
+
+A part that exits (Redis, a service, Envoy) is restarted with backoff; the stack stops on SIGINT or
+SIGTERM, or when one part keeps crashing, and then says why (docs/faults.md).
+"""
 
 from __future__ import annotations
 
@@ -8,31 +12,32 @@ import sys
 import threading
 from pathlib import Path
 
-from cairn.stack.launcher import REPO_ROOT, Stack, StackError
+from cairn.stack.launcher import REPO_ROOT, Stack, StackError, say
 
 
 def main() -> int:
     run_dir = Path(os.environ.get("CAIRN_RUN_DIR") or REPO_ROOT / ".run")
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
+
+    def stopping(signum: int, _: object) -> None:
+        stop.set()
+        wake.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, stopping)
+    signal.signal(signal.SIGCHLD, lambda *_: wake.set())  # a child died: look now
     try:
         stack = Stack.prepare(os.environ, run_dir).start()
     except StackError as err:
-        print(f"cairn: {err}", file=sys.stderr)
+        say(str(err))
         return 1
     print(stack.banner(), flush=True)
-    status = 0
-    while not stop.wait(0.5):
-        dead = stack.exited()
-        if dead is not None:
-            code = dead.process.returncode
-            print(f"cairn: {dead.name} exited ({code}); stopping", file=sys.stderr)
-            status = 1
-            break
+    why = stack.supervise(stop, wake)
+    if why is not None:
+        say(f"stopping: {why}")
     stack.stop()
     print("Cairn stopped.", flush=True)
-    return status
+    return 0 if why is None else 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ this process is replaced by Envoy, so Envoy receives the pod's signals directly.
 | `CAIRN_ENVOY_DESCRIPTOR` | `build/cairn.binpb` in the source tree | descriptor set |
 | `CAIRN_ENVOY_CONFIG` | `<CAIRN_RUN_DIR>/envoy.yaml` | where the rendered config is written |
 | `CAIRN_ENVOY_CONCURRENCY`, `CAIRN_ENVOY_LOG_LEVEL` | `2`, `warning` | Envoy's flags |
+| `CAIRN_ENVOY_DRAIN_SECONDS` | `5` | Envoy's `--drain-time-s` (the preStop hook drains this long) |
 | `CAIRN_GRPC_MAX_MESSAGE_BYTES` | `67108864` | the transcoder's request/response body limit |
 
 Arguments after the module name are passed on to Envoy, e.g. `--mode validate` checks the config.
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.runtime.settings import DEFAULT_PORTS, Settings
+from cairn.stack.drain import envoy_drain_argv
 from cairn.stack.envoy_config import EnvoyLayout, render
 from cairn.stack.launcher import ACCESS_LOG_FLUSH, DESCRIPTOR, StackError, envoy_binary
 
@@ -72,6 +74,7 @@ class EdgeSettings:
     config_path: Path
     concurrency: int
     log_level: str
+    drain_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeSettings:
@@ -126,7 +129,7 @@ class EdgeSettings:
             trace_sample_ratio=settings.trace_sample_ratio,
         )
         config_path = Path(env.get("CAIRN_ENVOY_CONFIG") or settings.run_dir / "envoy.yaml")
-        return cls(layout, config_path, concurrency, log_level)
+        return cls(layout, config_path, concurrency, log_level, settings.envoy_drain_seconds)
 
 
 def write_config(settings: EdgeSettings) -> Path:
@@ -141,7 +144,8 @@ def envoy_argv(binary: str, settings: EdgeSettings, extra: Sequence[str] = ()) -
     return [
         binary, "-c", str(settings.config_path.resolve()), "--disable-hot-restart",
         "--concurrency", str(settings.concurrency), "-l", settings.log_level,
-        *ACCESS_LOG_FLUSH, *extra,
+        # The preStop hook drains (cairn.stack.drain): every connection told to close at once.
+        *envoy_drain_argv(settings.drain_seconds), *ACCESS_LOG_FLUSH, *extra,
     ]
 
 

@@ -11,10 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cairn.runtime.server import CAIRN_SERVICES
 from cairn.runtime.settings import Settings
+from cairn.stack.drain import drain, envoy_drain_argv
 from cairn.stack.envoy_config import EnvoyLayout, render
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -115,16 +118,39 @@ def redacted_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+# Restart delays: the first restart after 0.1 s, doubling with each exit in the window, at most 5 s.
+RESTART_DELAY_SECONDS = 0.1
+RESTART_DELAY_CAP_SECONDS = 5.0
+
+
+def say(message: str) -> None:
+    """The launcher's own log line (the children log JSON to the same stream)."""
+    print(f"cairn: {message}", file=sys.stderr, flush=True)
+
+
 @dataclass
 class Child:
+    """One supervised process: how to start it, how to tell it is ready, and its recent exits."""
+
     name: str
-    process: subprocess.Popen[bytes]
-    log: IO[bytes] | None
+    argv: list[str]
+    ready: Callable[[], bool]
+    umask: int = -1
+    process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+    exits: deque[float] = field(default_factory=deque)  # monotonic times, within the window
+    restart_at: float | None = None  # set while it waits to be restarted
+    down_since: float | None = None  # set from its exit until it is ready again
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
 
 @dataclass
 class Stack:
-    """A running stack. `start()` returns once every part answers; `stop()` ends them all."""
+    """A running stack. `start()` returns once every part answers; `supervise()` restarts parts
+    that die; `stop()` ends them all."""
 
     settings: Settings
     env: dict[str, str]
@@ -169,34 +195,35 @@ class Stack:
             raise StackError("CAIRN_ROOT_TOKEN must be a UUID") from None
         return cls(settings, env, log_dir)
 
-    def _spawn(
-        self, name: str, argv: list[str], env: Mapping[str, str] | None = None, umask: int = -1
-    ) -> Child:
-        log = None
-        if self.log_dir is not None:
+    def _launch(self, child: Child) -> None:
+        if child.log is None and self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log = (self.log_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            argv,
-            env=dict(env or self.env),
+            child.log = (self.log_dir / f"{child.name}.log").open("ab")
+        child.process = subprocess.Popen(
+            child.argv,
+            env=self.env,
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT if log else None,
+            stdout=child.log,
+            stderr=subprocess.STDOUT if child.log else None,
             cwd=REPO_ROOT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order.
-            umask=umask,
+            umask=child.umask,
         )
-        child = Child(name, process, log)
-        self.children.append(child)
-        return child
+        child.restart_at = None
 
-    def _wait(self, child: Child, ready: object, what: str, timeout: float = 30.0) -> None:
+    def start_part(self, name: str, argv: list[str], ready: Callable[[], bool], what: str,
+                   timeout: float = 30.0, umask: int = -1) -> None:
+        """Start a part and wait until it is ready (the first start of the stack)."""
+        child = Child(name, argv, ready, umask)
+        self.children.append(child)
+        self._launch(child)
+        assert child.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
                 code = child.process.returncode
                 raise StackError(f"{child.name} exited with {code}{self._hint(child)}")
-            if callable(ready) and ready():
+            if ready():
                 return
             time.sleep(0.05)
         raise StackError(
@@ -230,6 +257,8 @@ class Stack:
 
         The password (kept in run_dir/redis-password) reaches Redis through a 0600 config file,
         not argv (which every local user can read), and the services through CAIRN_REDIS_URL.
+        The port is fixed for the stack's life: a restarted Redis comes back where the services
+        look for it.
         """
         if self.settings.redis_url:
             return
@@ -246,15 +275,17 @@ class Stack:
             f"requirepass {password}", "",
         ]))
         # umask 077: the AOF and anything else Redis writes are 0600 too.
-        child = self._spawn("redis", [redis_server_binary(), str(config.resolve())], umask=0o077)
-        self._wait(child, lambda: _redis_ping(port, password), "PING")
+        self.start_part("redis", [redis_server_binary(), str(config.resolve())],
+                        lambda: _redis_ping(port, password), "PING", umask=0o077)
         self.env["CAIRN_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{port}/0"
         self.settings = Settings.from_env(self.env)
 
     def _start_service(self, service: str) -> None:
-        child = self._spawn(service, [sys.executable, "-m", f"cairn.{service}"])
         address = f"{self.settings.bind_host}:{self.settings.grpc_port(service)}"
-        self._wait(child, lambda: _serving(address, CAIRN_SERVICES[service]), "gRPC health")
+        self.start_part(
+            service, [sys.executable, "-m", f"cairn.{service}"],
+            lambda: _serving(address, CAIRN_SERVICES[service]), "gRPC health",
+        )
 
     def _start_envoy(self) -> None:
         if not DESCRIPTOR.exists():
@@ -281,29 +312,99 @@ class Stack:
             "--concurrency", self.env.get("CAIRN_ENVOY_CONCURRENCY", "2"),
             "-l", self.env.get("CAIRN_ENVOY_LOG_LEVEL", "warning"),
             *ACCESS_LOG_FLUSH,
+            # `stop()` drains first (cairn.stack.drain).
+            *envoy_drain_argv(s.envoy_drain_seconds),
         ]
-        child = self._spawn("envoy", argv)
-        ready_url = f"http://{s.bind_host}:{s.envoy_admin_port}/ready"
-        self._wait(child, lambda: _http_ok(ready_url), "admin /ready", timeout=60)
+        self.start_part("envoy", argv, lambda: _http_ok(self._admin_url("/ready")),
+                        "admin /ready", timeout=60)
+
+    def _admin_url(self, path: str) -> str:
+        return f"http://{self.settings.bind_host}:{self.settings.envoy_admin_port}{path}"
+
+    def supervise(self, stop: threading.Event, wake: threading.Event | None = None) -> str | None:
+        """Restart every part that exits, with backoff, until `stop` is set (returns None) or a
+        part exits `restart_limit` times within `restart_window_seconds` (returns why).
+
+        `wake` (set on SIGCHLD) cuts the wait short; without it a death is seen within 0.5 s.
+        """
+        wake = wake or threading.Event()
+        while not stop.is_set():
+            now = time.monotonic()
+            for child in self.children:
+                verdict = self._tend(child, now)
+                if verdict is not None:
+                    return verdict
+            pending = [c.restart_at for c in self.children if c.restart_at is not None]
+            recovering = any(c.down_since is not None for c in self.children)
+            pause = 0.05 if recovering else 0.5
+            if pending:
+                pause = max(0.0, min(pause, min(pending) - time.monotonic()))
+            wake.wait(pause)
+            wake.clear()
+        return None
+
+    def _tend(self, child: Child, now: float) -> str | None:
+        s = self.settings
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                self._launch(child)
+                say(f"{child.name} restarted")
+            return None
+        if child.process is None:
+            return None
+        code = child.process.poll()
+        if code is None:
+            if child.down_since is not None and child.ready():
+                say(f"{child.name} is ready again, {now - child.down_since:.1f} s after it exited")
+                child.down_since = None
+            return None
+        child.process = None
+        child.down_since = now
+        child.exits.append(now)
+        while child.exits and child.exits[0] < now - s.restart_window_seconds:
+            child.exits.popleft()
+        count = len(child.exits)
+        if count >= s.restart_limit:
+            return (f"{child.name} exited {count} times within {s.restart_window_seconds:g} s "
+                    f"(last exit status {code}); not restarting it{self._hint(child)}")
+        delay = min(RESTART_DELAY_CAP_SECONDS, RESTART_DELAY_SECONDS * 2 ** (count - 1))
+        child.restart_at = now + delay
+        say(f"{child.name} exited with status {code}; restarting it in {delay:.1f} s "
+            f"({count} of {s.restart_limit} exits allowed within {s.restart_window_seconds:g} s)")
+        return None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM every child, newest first; SIGKILL what is still alive after `timeout`."""
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while child.process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if child.process.poll() is None:
-                child.process.kill()
-                child.process.wait()
+        """Drain Envoy; SIGTERM the services together (they finish their calls, the ledger closes
+        its streams), then Envoy, then Redis; SIGKILL whatever outlives `timeout`."""
+        by_name = {c.name: c for c in self.children}
+        envoy = by_name.get("envoy")
+        if envoy is not None and envoy.running:
+            self._drain_envoy()
+        services = [by_name[n] for n in SERVICES if n in by_name]
+        for group in (services, [envoy], [by_name.get("redis")]):
+            present = [c for c in group if c is not None and c.process is not None]
+            for child in present:
+                if child.running:
+                    assert child.process is not None
+                    child.process.send_signal(signal.SIGTERM)
+            for child in present:
+                _reap(child, timeout)
+        for child in self.children:
             if child.log:
                 child.log.close()
         self.children.clear()
 
+    def _drain_envoy(self) -> None:
+        """Stop Envoy taking new work and wait (at most the drain time) until only upgraded
+        streams are left, which the ledger closes when it stops."""
+        try:
+            drain(self._admin_url(""), self.settings.envoy_drain_seconds, until_idle=True)
+        except OSError as err:
+            say(f"could not drain Envoy ({err}); stopping it anyway")
+
     def exited(self) -> Child | None:
-        """A child that died on its own, if any."""
-        return next((c for c in self.children if c.process.poll() is not None), None)
+        """A part that died and waits to be restarted, if any."""
+        return next((c for c in self.children if c.down_since is not None), None)
 
     def _redis_password_hint(self) -> str:
         embedded = any(c.name == "redis" for c in self.children)
@@ -323,6 +424,8 @@ class Stack:
             f"  Redis         : {redacted_url(s.redis_url)}{self._redis_password_hint()}",
             f"  Envoy admin   : http://{s.bind_host}:{s.envoy_admin_port}",
             *self.scrape_urls(),
+            f"  Supervision   : a part that exits is restarted; {s.restart_limit} exits within "
+            f"{s.restart_window_seconds:g} s stop the stack",
         ])
 
     def scrape_urls(self) -> list[str]:
@@ -342,12 +445,40 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _reap(child: Child, timeout: float) -> None:
+    """Wait for a signalled child to exit; SIGKILL it after `timeout`."""
+    assert child.process is not None
+    try:
+        child.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.process.kill()
+        child.process.wait()
+    child.process = None
+
+
+def _connected(port: int, host: str = "127.0.0.1") -> socket.socket | None:
+    """A connection to a listener on `port`, or None. A connection that landed on itself (the
+    kernel picked `port` as its own local port: only possible inside the ephemeral range) is
+    closed at once, so a probe never holds the port its server is about to bind."""
+    try:
+        conn = socket.create_connection((host, port), timeout=0.5)
+    except OSError:
+        return None
+    if conn.getsockname() == conn.getpeername():
+        conn.close()
+        return None
+    return conn
+
+
 def _redis_ping(port: int, password: str = "") -> bool:
     """True when the Redis on `port` answers PING (after AUTH when it has a password)."""
+    conn = _connected(port)
+    if conn is None:
+        return False
     auth = f"AUTH {password}\r\n".encode() if password else b""
     expected = (b"+OK\r\n" if password else b"") + b"+PONG"
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+        with conn:
             conn.sendall(auth + b"PING\r\n")
             reply = b""
             while len(reply) < len(expected):
@@ -361,6 +492,11 @@ def _redis_ping(port: int, password: str = "") -> bool:
 
 
 def _serving(address: str, service: str) -> bool:
+    host, _, port = address.rpartition(":")
+    listener = _connected(int(port), host)
+    if listener is None:  # nothing listens yet: no gRPC channel may try (and self-connect)
+        return False
+    listener.close()
     try:
         with grpc.insecure_channel(address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -372,6 +508,11 @@ def _serving(address: str, service: str) -> bool:
 
 
 def _http_ok(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    listener = _connected(parts.port or 80, parts.hostname or "127.0.0.1")
+    if listener is None:
+        return False
+    listener.close()
     try:
         with urllib.request.urlopen(url, timeout=0.5) as reply:
             return bool(reply.status == 200)

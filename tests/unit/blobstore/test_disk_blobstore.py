@@ -27,7 +27,10 @@ def _sha(data: bytes) -> str:
 
 
 def _names(directory: Path) -> set[str]:
-    return {str(p.relative_to(directory)) for p in directory.rglob("*")}
+    """Everything stored under `directory` but the scratch tree (.tmp/), which holds no files."""
+    assert not [p for p in (directory / ".tmp").rglob("*") if p.is_file()], "temp files left"
+    names = {str(p.relative_to(directory)) for p in directory.rglob("*")}
+    return {n for n in names if n.split("/")[0] != ".tmp"}
 
 
 def _overwrite_behind_the_stores_back(path: Path, data: bytes) -> None:
@@ -42,7 +45,8 @@ async def test_blob_is_a_plain_file_under_root(tmp_path: Path) -> None:
     await store.put("components/c1/0.wasm", iter_bytes(b"\0asm\1\0\0\0"))
     assert (tmp_path / "components" / "c1" / "0.wasm").read_bytes() == b"\0asm\1\0\0\0"
     assert store.path_for("components/c1/0.wasm") == tmp_path / "components/c1/0.wasm"
-    # Only the blob and its hidden sidecar: no temp files are left after a put.
+    # Only the blob and its hidden sidecar: no temp files are left after a put (the process's
+    # scratch directory under .tmp/ stays, empty, while the store lives).
     assert _names(tmp_path) == {
         "components",
         "components/c1",
@@ -137,3 +141,17 @@ async def test_helpers(tmp_path: Path) -> None:
         assert await sha256_of(reader) == (_sha(data), len(data))
     assert [len(c) async for c in iter_bytes(b"abcdefg", chunk_size=3)] == [3, 3, 1]
     assert [c async for c in iter_bytes(b"")] == []
+
+
+async def test_temp_files_of_a_dead_process_are_swept_by_the_next_store(tmp_path: Path) -> None:
+    # A crashed writer's scratch directory: nobody holds its lock.
+    leftover = tmp_path / ".tmp" / "put-crashed"
+    leftover.mkdir(parents=True)
+    (leftover / "0123.tmp").write_bytes(b"half a component")
+    live = DiskBlobStore(tmp_path)
+    await live.put("a", iter_bytes(b"x"))
+    assert not leftover.exists()
+    # A live store's directory is locked: another store on the same root leaves it alone.
+    (live_dir,) = (tmp_path / ".tmp").iterdir()
+    DiskBlobStore(tmp_path)
+    assert live_dir.exists()

@@ -38,7 +38,7 @@ def test_rendered_config_is_valid_yaml_with_every_cluster() -> None:
 
 
 def test_dns_names_use_strict_dns_clusters() -> None:
-    config = yaml.safe_load(render(layout(project=("project.cairn.svc", 50051))))
+    config = yaml.safe_load(render(layout(project=("project.cairn.svc", 20051))))
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     assert clusters["project"]["type"] == "STRICT_DNS"
 

@@ -8,8 +8,8 @@ from cairn.runtime.settings import Settings
 def test_defaults() -> None:
     s = Settings.from_env({})
     assert s.http_port == 8080
-    assert s.grpc_port("project") == 50051
-    assert s.address("auth") == "127.0.0.1:50053"
+    assert s.grpc_port("project") == 20051
+    assert s.address("auth") == "127.0.0.1:20053"
 
 
 def test_overrides_and_explicit_addresses() -> None:
@@ -32,7 +32,7 @@ def test_require_names_missing_variables() -> None:
 def test_every_service_address_can_be_overridden() -> None:
     s = Settings.from_env({"CAIRN_COMPONENT_ADDR": "component:5", "CAIRN_LEDGER_ADDR": "ledger:6"})
     assert (s.address("component"), s.address("ledger")) == ("component:5", "ledger:6")
-    assert s.address("project") == "127.0.0.1:50051"
+    assert s.address("project") == "127.0.0.1:20051"
 
 
 def test_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
@@ -42,7 +42,7 @@ def test_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
         Settings.from_env({"CAIRN_EVENT_LOOP": "trio"})
 def test_observability_defaults_and_overrides() -> None:
     s = Settings.from_env({})
-    assert s.metrics_enabled and s.metrics_port("ledger") == 50154 and s.envoy_stats_port == 9902
+    assert s.metrics_enabled and s.metrics_port("ledger") == 20154 and s.envoy_stats_port == 9902
     # Derived from the gRPC and admin ports: replicas and stacks side by side never collide.
     moved = Settings.from_env({"CAIRN_LEDGER_GRPC_PORT": "6000", "CAIRN_ENVOY_ADMIN_PORT": "7000"})
     assert (moved.metrics_port("ledger"), moved.envoy_stats_port) == (6100, 7001)
