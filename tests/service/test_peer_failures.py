@@ -2,7 +2,7 @@
 
 The fake upstream is served by pytest-grpc (a sync `grpc.server` on a real socket); the clients
 under test are the real ones (`CallerResolver`, `UsageLedger`, `AuthAccountDirectory`) on their
-real channels (`cairn.runtime.peers`): idempotent calls ride through a restart, a call that may
+real channels (`cairn.runtime.channels`): idempotent calls ride through a restart, a call that may
 have changed state is never repeated, and whatever still fails is a 503 / UNAVAILABLE.
 """
 
