@@ -30,12 +30,10 @@ from cairn.runtime.timefmt import parse_rfc3339, rfc3339, utc_now
 FAR_FUTURE = "2100-01-01T00:00:00Z"
 
 # Check every limit first, then record all counters, so a refused call records nothing.
-# KEYS: usage hash, monthly upload counter. ARGV: count delta, storage delta, upload bytes,
-# component limit, storage limit, monthly upload limit, upload counter TTL seconds.
-# Returns {0, which-limit} when refused, else {1, components, storage, uploaded}.
 # KEYS: usage hash, this month's upload counter, and (optional) the operation's record.
-# ARGV: count delta, storage delta, upload bytes, the three limits, upload counter TTL,
-# operation record TTL, 'cancel' or ''.
+# ARGV: count delta, storage delta, upload bytes, component limit, storage limit, monthly upload
+# limit, upload counter TTL seconds, operation record TTL seconds, 'cancel' or ''.
+# Returns {0, which-limit} when refused, else {1, components, storage, uploaded}.
 # An operation is applied once: its record remembers the deltas ('applied') so that a cancel
 # gives exactly them back, or that it was cancelled first ('cancelled'), after which it is inert.
 _RECORD_USAGE = """

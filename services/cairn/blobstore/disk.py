@@ -88,7 +88,8 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class _TempBlobFile:
-    """The hidden file a put writes before it is renamed over the target."""
+    """The temp file (in the process's scratch directory) a put writes before it is renamed over
+    the target."""
 
     def __init__(self, key: str, target: Path, scratch: Path) -> None:
         self.key = key

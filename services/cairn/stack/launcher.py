@@ -50,24 +50,33 @@ def ephemeral_ports() -> range:
         return range(32768, 61000)
 
 
+# Ports Cairn derives from a configured one: the ledger's WebSocket port (gRPC + 1), Envoy's stats
+# listener (admin + 1), a service's metrics port (gRPC + 100).
+DERIVED_PORT_OFFSETS = (0, 1, 100)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing is bound to, chosen below the ephemeral range.
+    """A port nothing is bound to, nor the ports Cairn derives from it, below the ephemeral range.
 
     A client reconnecting to a listening port in the ephemeral range while its server restarts
     can be given that very port as its own local port and connect to itself (TCP simultaneous
     open); the server then cannot bind. Ports outside the range cannot be taken that way.
     """
-    low = max(1024, ephemeral_ports().start - 12000)
-    candidates = range(low, ephemeral_ports().start)
+    candidates = range(max(1024, ephemeral_ports().start - 22768), ephemeral_ports().start - 100)
     for _ in range(200):
         port = random.choice(candidates)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
+        if all(_bindable(host, port + offset) for offset in DERIVED_PORT_OFFSETS):
             return port
-    raise StackError(f"no free port in {low}-{candidates.stop - 1}")
+    raise StackError(f"no free port in {candidates.start}-{candidates.stop - 1}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def redis_server_binary() -> str:
