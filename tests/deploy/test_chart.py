@@ -552,7 +552,7 @@ REJECTED = [
     (["services.ledger.port=20051"], "port"),
     (["services.ledger.wsPort=20054"], "wsPort"),
     (["services.ledger.wsPort=0"], "wsPort"),
-    (["services.ledger.metricsPort=50054"], "metricsPort"),
+    (["services.ledger.metricsPort=20054"], "metricsPort"),
     (["services.auth.port=50054", "services.ledger.port=50055", "services.ledger.wsPort=50056",
       "services.auth.metricsPort=50155"], "metricsPort"),
     (["envoy.statsPort=8080"], "statsPort"),

@@ -91,7 +91,7 @@ annotations
 {{- end -}}
 
 {{/* A pod's prometheus.io/* annotations when Prometheus discovers pods by them; pass
-(dict "ctx" $ "port" 50153). */}}
+(dict "ctx" $ "port" 20153). */}}
 {{- define "cairn.scrapeAnnotations" -}}
 {{- if eq (include "cairn.metricsDiscovery" .ctx) "annotations" -}}
 prometheus.io/scrape: "true"
