@@ -56,7 +56,8 @@ def sweep(parent: Path, prefix: str) -> int:
 
 
 class ScratchDir:
-    """This process's own scratch directory, locked while the process lives."""
+    """This process's own scratch directory, locked while the process lives (the descriptor
+    holding the lock is never closed; the kernel releases it when the process ends)."""
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
@@ -75,12 +76,6 @@ class ScratchDir:
                 return cls(path, fd)
             if fd is not None:
                 os.close(fd)
-
-    def close(self) -> None:
-        """Remove the directory and release it (a clean shutdown; a crash leaves it to a sweep)."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
 
 
 def _stat(path: Path) -> os.stat_result:
