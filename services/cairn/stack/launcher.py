@@ -411,10 +411,6 @@ class Stack:
         except OSError as err:
             say(f"could not drain Envoy ({err}); stopping it anyway")
 
-    def exited(self) -> Child | None:
-        """A part that died and waits to be restarted, if any."""
-        return next((c for c in self.children if c.down_since is not None), None)
-
     def _redis_password_hint(self) -> str:
         embedded = any(c.name == "redis" for c in self.children)
         path = self.settings.run_dir / "redis-password"
