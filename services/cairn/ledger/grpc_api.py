@@ -111,13 +111,13 @@ def rows_envelope(rows: list[ContractRow], warnings: dict[str, Any] | None = Non
                   ) -> httpbody_pb2.HttpBody:
     """`envelope([contract JSON, ...])` spliced from the stored texts, nothing re-rendered."""
     head = b'{"status":200,"result":['
-    texts = ",".join(row.text or "" for row in rows).encode()
+    texts = ",".join(row.json for row in rows).encode()
     tail = b"]" + (b',"warnings":' + dumps(warnings) if warnings else b"") + b"}"
     return httpbody_pb2.HttpBody(content_type=JSON_CONTENT_TYPE, data=head + texts + tail)
 
 
 def row_envelope(row: ContractRow | None) -> httpbody_pb2.HttpBody:
-    text = "null" if row is None else row.text or "null"
+    text = "null" if row is None else row.json
     return httpbody_pb2.HttpBody(content_type=JSON_CONTENT_TYPE,
                                  data=('{"status":200,"result":' + text + "}").encode())
 

@@ -125,9 +125,14 @@ class ContractRow:
     def visible_to(self, parties: frozenset[str]) -> bool:
         return not parties.isdisjoint(self.parties)
 
-    def contract(self) -> StoredContract:
+    @property
+    def json(self) -> str:
+        """The contract's JSON text; reads make cold rows hot (`LedgerFeed.hot`) first."""
         assert self.text is not None, "a cold row has no contract to show"
-        return StoredContract.from_json(json.loads(self.text), self.key_slot)
+        return self.text
+
+    def contract(self) -> StoredContract:
+        return StoredContract.from_json(json.loads(self.json), self.key_slot)
 
 
 @dataclass(frozen=True)

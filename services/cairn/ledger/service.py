@@ -106,15 +106,21 @@ def require_command_claims(claims: LedgerClaims) -> None:
 
 
 @dataclass(frozen=True)
-class Submitter:
-    """Who a command acts and reads as: `meta.actAs`/`meta.readAs`, else the token's parties."""
+class Submission:
+    """A command's submitting parties (`meta.actAs`/`meta.readAs`, else the token's), command
+    id and deduplication period."""
 
     act_as: tuple[str, ...]
     read_as: tuple[str, ...]
+    command_id: str
+    submission_id: str | None
+    deduplication: Deduplication
 
 
-def submitter(claims: LedgerClaims, meta: CommandMeta) -> Submitter:
-    """The command's parties; each must be granted by the token (acting implies reading)."""
+def submitting_parties(claims: LedgerClaims, meta: CommandMeta
+                       ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """actAs and readAs of a command; each must be granted by the token (acting implies
+    reading)."""
     require_command_claims(claims)
     act_as = claims.act_as if meta.act_as is None else meta.act_as
     read_as = claims.read_as if meta.read_as is None else meta.read_as
@@ -126,7 +132,7 @@ def submitter(claims: LedgerClaims, meta: CommandMeta) -> Submitter:
         if party not in claims.readers:
             raise PermissionDenied(f"PERMISSION_DENIED: Claims do not authorize to read data "
                                    f"for party '{party}'")
-    return Submitter(tuple(dict.fromkeys(act_as)), tuple(dict.fromkeys(read_as)))
+    return tuple(dict.fromkeys(act_as)), tuple(dict.fromkeys(read_as))
 
 
 def require_readers(claims: LedgerClaims) -> frozenset[str]:
@@ -239,7 +245,9 @@ class LedgerService:
             key_slot=key_hash(template_id, contract.key) if contract.has_key else None,
         )
 
-    def _deduplication(self, meta: CommandMeta) -> Deduplication:
+    def _submission(self, claims: LedgerClaims, meta: CommandMeta) -> Submission:
+        """Check a command's meta against the token and the ledger's limits."""
+        act_as, read_as = submitting_parties(claims, meta)
         period = meta.deduplication or Deduplication()
         maximum = self._store.max_deduplication_ms
         if period.window_ms is not None and period.window_ms > maximum:
@@ -247,9 +255,10 @@ class LedgerService:
                 f"INVALID_DEDUPLICATION_PERIOD: The submitted command had an invalid "
                 f"deduplication period: the deduplication duration of {period.window_ms} ms "
                 f"exceeds the maximum deduplication duration of {maximum} ms")
-        return period
+        return Submission(act_as, read_as, meta.command_id or str(uuid.uuid4()),
+                          meta.submission_id, period)
 
-    async def _commit(self, claims: LedgerClaims, who: Submitter, meta: CommandMeta,
+    async def _commit(self, claims: LedgerClaims, submission: Submission,
                       transaction: Transaction, rendered: _Interpreted | None = None) -> str:
         commit = Commit(
             created=(rendered.created if rendered is not None
@@ -262,9 +271,9 @@ class LedgerService:
                  seen)
                 for (template, canonical), seen in transaction.key_lookups.items()
             ),
-            command=(claims.application_id, who.act_as, meta.command_id or str(uuid.uuid4())),
-            deduplication=self._deduplication(meta),
-            submission_id=meta.submission_id,
+            command=(claims.application_id, submission.act_as, submission.command_id),
+            deduplication=submission.deduplication,
+            submission_id=submission.submission_id,
         )
         try:
             return (await self._store.commit(commit)).offset
@@ -283,14 +292,13 @@ class LedgerService:
     # ------------------------------------------------------------------ commands
     async def create(self, claims: LedgerClaims, template: object, payload: Any,
                      meta: CommandMeta = NO_META) -> Created:
-        who = submitter(claims, meta)
-        self._deduplication(meta)
+        submission = self._submission(claims, meta)
         template_id = await self._template(template)
 
         def interpret() -> Transaction:
             argument = self._packages.codec.decode(TCon(template_id), payload)
             return self._packages.engine.create(
-                template_id, argument, act_as=who.act_as, read_as=who.read_as)
+                template_id, argument, act_as=submission.act_as, read_as=submission.read_as)
 
         try:
             # Interpretation is CPU-bound and may run long (the engine bounds it by a call
@@ -300,7 +308,7 @@ class LedgerService:
             raise InvalidRequest(str(err)) from None
         except EngineError as err:
             raise engine_failure(err) from None
-        offset = await self._commit(claims, who, meta, transaction)
+        offset = await self._commit(claims, submission, transaction)
         created = self._stored(transaction.created[0])
         return Created(created, offset)
 
@@ -359,8 +367,7 @@ class LedgerService:
                        meta: CommandMeta = NO_META) -> Exercised:
         """Exercise `choice` on the contract with `contract_id`, or (`by_key`) on the active
         contract of `template` whose key is `key`."""
-        who = submitter(claims, meta)
-        self._deduplication(meta)
+        submission = self._submission(claims, meta)
         template_id, is_interface = await self._exercise_target(template)
         interface_id = None
         if choice_interface is not None:
@@ -391,26 +398,25 @@ class LedgerService:
                                          f"{template_id_text(template_id)}") from None
                 transaction = engine.exercise_by_key(
                     template_id, codec.decode(key_type, key), choice_name, choice_argument,
-                    act_as=who.act_as, read_as=who.read_as, ledger=view)
+                    act_as=submission.act_as, read_as=submission.read_as, ledger=view)
             else:
                 assert isinstance(contract_id, str)
                 transaction = engine.exercise(
-                    contract_id, choice_name, choice_argument, act_as=who.act_as,
-                    read_as=who.read_as, ledger=view,
+                    contract_id, choice_name, choice_argument, act_as=submission.act_as,
+                    read_as=submission.read_as, ledger=view,
                     # Through an interface the contract may be of any implementing template.
                     template_id=None if is_interface else template_id, interface_id=through)
             return self._render(transaction, choice_def.return_type)
 
         interpreted = await self._interpret(interpret)
-        offset = await self._commit(claims, who, meta, interpreted.transaction, interpreted)
+        offset = await self._commit(claims, submission, interpreted.transaction, interpreted)
         return Exercised(interpreted.result, interpreted.events, offset)
 
     async def create_and_exercise(self, claims: LedgerClaims, template: object, payload: Any,
                                   choice: object, argument: Any,
                                   meta: CommandMeta = NO_META) -> Exercised:
         """Create a contract and exercise `choice` on it in one transaction."""
-        who = submitter(claims, meta)
-        self._deduplication(meta)
+        submission = self._submission(claims, meta)
         template_id = await self._template(template)
         through, choice_def = self._resolve_choice(template_id, choice)
         if through is not None:
@@ -425,12 +431,12 @@ class LedgerService:
             choice_argument = codec.decode(choice_def.arg_type, argument)
             transaction = engine.create_and_exercise(
                 template_id, create_argument, choice_def.name, choice_argument,
-                act_as=who.act_as, read_as=who.read_as,
+                act_as=submission.act_as, read_as=submission.read_as,
                 ledger=RedisLedgerView(self._store, codec, loop))
             return self._render(transaction, choice_def.return_type)
 
         interpreted = await self._interpret(interpret)
-        offset = await self._commit(claims, who, meta, interpreted.transaction, interpreted)
+        offset = await self._commit(claims, submission, interpreted.transaction, interpreted)
         return Exercised(interpreted.result, interpreted.events, offset)
 
     # ------------------------------------------------------------------ reads

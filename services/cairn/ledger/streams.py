@@ -470,10 +470,9 @@ class LedgerStreams:
 
 def created_json(event: Created) -> str:
     """`{"created":<active contract>,"matchedQueries":[...]}` from the stored text."""
-    assert event.row.text is not None
     if event.matched_queries is None:
-        return '{"created":' + event.row.text + "}"
-    return ('{"created":' + event.row.text + ',"matchedQueries":['
+        return '{"created":' + event.row.json + "}"
+    return ('{"created":' + event.row.json + ',"matchedQueries":['
             + ",".join(map(str, event.matched_queries)) + "]}")
 
 
