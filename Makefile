@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := build/.proto-stamp
 
-.PHONY: help setup proto run test test-fast faults bench bench-tools bench-micro conformance lint typecheck check clean
+.PHONY: help setup proto run test test-fast faults bench bench-tools bench-micro bench-overhead conformance lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,6 +54,9 @@ bench-tools: ## the load generators (Debian's wrk and nghttp2-client), installed
 
 bench: proto bench-tools $(BENCH_STAMP) ## start the stack, load it, write docs/benchmarks/report.{md,json}
 	$(PY) -m tests.bench.harness
+
+bench-overhead: proto bench-tools $(BENCH_STAMP) ## metrics on vs off on the create benchmark (paired runs; docs/benchmarks/overhead.json)
+	$(PY) -m tests.bench.harness.overhead
 
 bench-micro: proto ## in-process benchmarks of single parts (engine, WASM, blob store, streams)
 	$(PY) -m pytest -m bench -s -p no:randomly

@@ -8,6 +8,7 @@ from before/after scrapes, so the other e2e tests in the session do not disturb 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import yaml  # type: ignore[import-untyped]
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +27,7 @@ from cairn.ledger.v1 import ledger_service_pb2 as ledger_pb
 from cairn.ledger.v1 import ledger_service_pb2_grpc as ledger_grpc
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
+from cairn.stack.launcher import REPO_ROOT
 
 from .conftest import RunningStack
 
@@ -249,3 +252,22 @@ def test_validation_errors_name_the_fields_for_native_clients_rest_bodies_unchan
     assert (allocated.status_code, allocated.json()) == (400, {"status": 400, "errors": [
         "Invalid party identifier hint 'bad hint!': use 1 to 255 letters, digits and the "
         "characters : - _ and space"]})
+
+
+def test_the_example_alerts_name_metrics_the_stack_serves(stack: RunningStack) -> None:
+    """docs/observability.md's PrometheusRule: valid YAML, and no alert watches a metric that
+    nothing serves (a typo there would never fire)."""
+    doc = (REPO_ROOT / "docs" / "observability.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if "PrometheusRule" in b]
+    rule = yaml.safe_load(block)
+    assert rule["kind"] == "PrometheusRule"
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(exprs) >= 4
+    served: set[str] = set()
+    for url in stack.metrics_urls.values():
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+            served |= {family.name, f"{family.name}_total", f"{family.name}_bucket",
+                       *(s.name for s in family.samples)}
+    named = {m for e in exprs for m in re.findall(r"\b([a-z_][a-z0-9_]*)\s*[{\[]", e)}
+    named -= {"up"}  # Prometheus's own, per target
+    assert named and named <= served, sorted(named - served)

@@ -75,8 +75,13 @@ class MeteredBlobStore:
         return await self._measure("exists", self.inner.exists(key))
 
 
-def metered(store: BlobStore) -> MeteredBlobStore:
-    """`store` with metrics, labelled by its backend (`s3` or `disk`)."""
+def metered(store: BlobStore) -> BlobStore:
+    """`store` with metrics, labelled by its backend (`s3` or `disk`); itself when metrics are
+    off (CAIRN_METRICS_ENABLED=false)."""
     from cairn.blobstore.s3 import S3BlobStore
+    from cairn.runtime.metrics import recording
+
+    if not recording():
+        return store
 
     return MeteredBlobStore(store, "s3" if isinstance(store, S3BlobStore) else "disk")

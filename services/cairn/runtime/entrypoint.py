@@ -16,7 +16,7 @@ import uvloop
 from cairn.runtime import redis as redis_conn
 from cairn.runtime.errors import ErrorStyle
 from cairn.runtime.logging import configure_logging
-from cairn.runtime.metrics import serve_metrics
+from cairn.runtime.metrics import serve_metrics, set_recording
 from cairn.runtime.server import (
     CAIRN_SERVICES,
     Probe,
@@ -55,6 +55,7 @@ async def serve(
     required: Sequence[str] = ("redis_url", "internal_secret"),
 ) -> None:
     settings.require(*required)
+    set_recording(settings.metrics_enabled)
     stop_tracing = None
     if settings.otlp_endpoint:
         stop_tracing = configure_tracing(service, settings.otlp_endpoint,

@@ -31,6 +31,20 @@ HANDLING_SECONDS = Histogram("grpc_server_handling_seconds",
                              _LABELS, buckets=LATENCY_BUCKETS)
 IN_FLIGHT = Gauge("grpc_server_in_flight", "RPCs started and not yet completed.", _LABELS)
 
+# Whether this process times its calls (CAIRN_METRICS_ENABLED). The entry point sets it before it
+# builds anything; off, no scrape port is opened and the per-call timings (gRPC server metrics,
+# Redis commands, blob store calls) are not taken, so `false` measures what metrics cost.
+_recording = True
+
+
+def set_recording(on: bool) -> None:
+    global _recording
+    _recording = on
+
+
+def recording() -> bool:
+    return _recording
+
 
 def rpc_type(handler: grpc.RpcMethodHandler[object, object]) -> str:
     """go-grpc-prometheus's grpc_type label for a method handler."""

@@ -27,7 +27,7 @@ from redis.commands.cluster import READ_COMMANDS
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from cairn.runtime.metrics import LATENCY_BUCKETS
+from cairn.runtime.metrics import LATENCY_BUCKETS, recording
 
 # Errors that mean "Redis cannot serve right now", not "the request was wrong": unreachable,
 # reset, timed out, still loading (a ConnectionError), pool exhausted, or a replica that lost its
@@ -52,8 +52,16 @@ COMMAND_ERRORS = Counter(
 )
 
 
+_UNMEASURED = contextlib.nullcontext()
+
+
+def _measured(command: object) -> contextlib.AbstractContextManager[None]:
+    """Times and counts `command` in the cairn_redis_* metrics while metrics are recorded."""
+    return _timed(command) if recording() else _UNMEASURED
+
+
 @contextlib.contextmanager
-def _measured(command: object) -> Iterator[None]:
+def _timed(command: object) -> Iterator[None]:
     name = command.decode() if isinstance(command, bytes) else str(command)
     started = time.perf_counter()
     try:
