@@ -16,10 +16,16 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from cairn.runtime.metrics import RpcMetrics, set_recording
+from cairn.runtime.redis import _measured
 from cairn.runtime.server import CAIRN_SERVICES
 from cairn.stack.launcher import REPO_ROOT
 
@@ -55,6 +61,53 @@ def relative(on: float, off: float) -> float:
     return (on - off) / off
 
 
+def scraped_counts(bench: Bench) -> dict[str, float]:
+    """RPCs handled and Redis commands timed so far, summed over the four services."""
+    settings = bench.stack.stack.settings
+    totals = {"rpcs": 0.0, "redis_commands": 0.0}
+    for service in CAIRN_SERVICES:
+        url = f"http://{settings.bind_host}:{settings.metrics_port(service)}/metrics"
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+            for sample in family.samples:
+                if sample.name == "grpc_server_handled_total":
+                    totals["rpcs"] += sample.value
+                elif sample.name == "cairn_redis_command_seconds_count":
+                    totals["redis_commands"] += sample.value
+    return totals
+
+
+def per_call_cpu_us(calls: int = 100_000) -> dict[str, float]:
+    """CPU microseconds of the metrics work of one RPC (what the interceptor does) and of one
+    Redis command (timed vs not), in this process: a load-independent view of the same cost."""
+    meter = RpcMetrics().method("/bench.Overhead/Call", "unary")
+
+    def cpu(work: Callable[[], None]) -> float:
+        started = time.process_time()
+        for _ in range(calls):
+            work()
+        return (time.process_time() - started) / calls * 1e6
+
+    def rpc() -> None:
+        started = time.perf_counter()
+        meter.started.inc()
+        meter.in_flight.inc()
+        meter.in_flight.dec()
+        meter.handled("OK").inc()
+        meter.seconds.observe(time.perf_counter() - started)
+
+    def command() -> None:
+        with _measured("GET"):
+            pass
+
+    redis_on = cpu(command)
+    set_recording(False)
+    try:
+        redis_off = cpu(command)
+    finally:
+        set_recording(True)
+    return {"rpc_metrics": cpu(rpc), "redis_timing": redis_on - redis_off}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.harness.overhead",
                                      description=__doc__)
@@ -77,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         for bench in benches.values():
             bench.upload_dar()
             measure(bench, 1)  # warm-up: connections, caches, the engine's first command
+        # What one create costs in metered calls: RPCs (ext_authz Check, Create) and Redis
+        # commands, counted by the "on" stack's own metrics.
+        before = scraped_counts(benches["on"])
+        counted = measure(benches["on"], args.seconds)
+        after = scraped_counts(benches["on"])
+        per_create = {k: (after[k] - before[k]) / counted.requests for k in after}
         for round_ in range(args.pairs):
             order = ("on", "off", "off", "on") if round_ % 2 == 0 else ("off", "on", "on", "off")
             for key in order:
@@ -87,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         for bench_stack_ in stacks.values():
             bench_stack_.stop()
 
+    unit = per_call_cpu_us()
+    metrics_us = (per_create["rpcs"] * unit["rpc_metrics"]
+                  + per_create["redis_commands"] * unit["redis_timing"])
     pairs = list(zip(runs["on"], runs["off"], strict=True))
     latency = [relative(a.mean_ms, b.mean_ms) for a, b in pairs]
     cpu = [relative(a.service_cpu_ms, b.service_cpu_ms) for a, b in pairs]
@@ -103,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         "median_p50_ms": {k: statistics.median(r.p50_ms for r in v) for k, v in runs.items()},
         "median_service_cpu_ms": {k: statistics.median(r.service_cpu_ms for r in v)
                                   for k, v in runs.items()},
+        "metered_calls_per_create": per_create,
+        "metrics_cpu_us_per_call": unit,
+        "metrics_cpu_us_per_create": metrics_us,
+        "metrics_cpu_share_of_services_cpu": metrics_us / 1000 / statistics.median(
+            r.service_cpu_ms for r in runs["off"]),
         "limit": LIMIT,
     }
     data["holds"] = data["median_latency_overhead"] < LIMIT
@@ -126,6 +193,12 @@ def markdown(data: dict[str, Any]) -> str:
         f"  median paired latency overhead {data['median_latency_overhead']:+.2%} "
         f"(quartiles {q1:+.2%} .. {q3:+.2%}); "
         f"services' CPU {data['median_service_cpu_overhead']:+.2%}",
+        f"  per create: {data['metered_calls_per_create']['rpcs']:.2f} RPCs x "
+        f"{data['metrics_cpu_us_per_call']['rpc_metrics']:.2f} us + "
+        f"{data['metered_calls_per_create']['redis_commands']:.2f} Redis commands x "
+        f"{data['metrics_cpu_us_per_call']['redis_timing']:.2f} us = "
+        f"{data['metrics_cpu_us_per_create']:.1f} us CPU, "
+        f"{data['metrics_cpu_share_of_services_cpu']:.2%} of the services' CPU per create",
         f"  below {data['limit']:.0%}: {'yes' if data['holds'] else 'NO'}",
     ])
 
