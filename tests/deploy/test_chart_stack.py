@@ -152,7 +152,7 @@ def chart_stack(
 ) -> Iterator[ChartStack]:
     ports = {name: free_port() for name in CAIRN_SERVICES}
     scrape_ports = {name: free_port() for name in CAIRN_SERVICES}
-    http_port, admin_port, stats_port = free_port(), free_port(), free_port()
+    http_port, admin_port, stats_port, ws_port = free_port(), free_port(), free_port(), free_port()
     overrides = [
         "redis.enabled=false", f"externalRedis.url={redis_url}",
         "minio.enabled=false", f"externalS3.endpoint={moto_endpoint}", "externalS3.secure=false",
@@ -160,6 +160,7 @@ def chart_stack(
         f"envoy.httpPort={http_port}", f"envoy.adminPort={admin_port}",
         f"envoy.service.port={http_port}", f"envoy.statsPort={stats_port}",
         *[f"services.{name}.port={port}" for name, port in ports.items()],
+        f"services.ledger.wsPort={ws_port}",
         *[f"services.{name}.metricsPort={port}" for name, port in scrape_ports.items()],
     ]
     result = helm.template(set_values=overrides)
@@ -168,6 +169,7 @@ def chart_stack(
     values = effective_values("default")
     for name, port in ports.items():
         values["services"][name].update(port=port, metricsPort=scrape_ports[name])
+    values["services"]["ledger"]["wsPort"] = ws_port
     values["envoy"].update(httpPort=http_port, adminPort=admin_port, statsPort=stats_port)
     rendered = Rendered("chart-stack", values, docs)
     run_dir = tmp_path_factory.mktemp("chart-stack")
