@@ -120,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     load.require_tools()
     started, load_before = time.time(), procstat.load_average()
     args.work.mkdir(parents=True, exist_ok=True)
-    stacks = {
-        "on": bench_stack.start(args.work / "on", {"CAIRN_METRICS_ENABLED": "true"}),
-        "off": bench_stack.start(args.work / "off", {"CAIRN_METRICS_ENABLED": "false"}),
-    }
-    benches = {k: Bench(s, args.seconds, SHARED_FIXTURES, args.work) for k, s in stacks.items()}
+    stacks: dict[str, bench_stack.BenchStack] = {}
     runs: dict[str, list[Run]] = {"on": [], "off": []}
     try:
+        for key, enabled in (("on", "true"), ("off", "false")):
+            stacks[key] = bench_stack.start(args.work / key, {"CAIRN_METRICS_ENABLED": enabled})
+        benches = {k: Bench(s, args.seconds, SHARED_FIXTURES, args.work)
+                   for k, s in stacks.items()}
         for bench in benches.values():
             bench.upload_dar()
             measure(bench, 1)  # warm-up: connections, caches, the engine's first command
