@@ -80,7 +80,9 @@ def running_stack(run_dir: Path, extra_env: Mapping[str, str] | None = None
     env.pop("CAIRN_REDIS_URL", None)
     env.update(extra_env or {})
     log_path = run_dir / "stack.log"
-    with log_path.open("wb") as log:
+    # Append mode: every part writes to this one file, and only O_APPEND keeps one process's
+    # write (Envoy flushes its access log in blocks) from landing over another's line.
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cairn.stack"],
             cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
