@@ -35,8 +35,9 @@ from cairn.blobstore import (
     InvalidBlobKey,
     S3BlobStore,
     iter_bytes,
+    read_bytes,
 )
-from cairn.blobstore.factory import make_minio_client
+from cairn.blobstore.factory import blob_store_from_env, make_minio_client
 from cairn.blobstore.s3 import MIN_PART_SIZE
 
 MiB = 1024 * 1024
@@ -477,3 +478,18 @@ async def test_s3_failure_after_parts_were_staged_leaves_nothing(
     assert await _read_all(store, "staged") == original.encode()
     assert backend.stored_names() == {"staged"}
     assert backend.pending_uploads() == 0
+
+
+async def test_s3_keys_from_the_environment_provider_and_a_region(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CAIRN_S3_CREDENTIALS=env: the minio SDK's provider reads AWS_* (no keys in CAIRN_S3_*)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-the-environment")
+    store = blob_store_from_env({
+        "CAIRN_S3_ENDPOINT": f"http://{s3_endpoint}", "CAIRN_S3_BUCKET": f"env-{uuid.uuid4()}",
+        "CAIRN_S3_CREDENTIALS": "env", "CAIRN_S3_REGION": "eu-central-1",
+    })
+    info = await store.put("components/env/0.wasm", iter_bytes(b"\0asm" * 10))
+    assert (await store.stat("components/env/0.wasm")) == info
+    assert await read_bytes(store, "components/env/0.wasm", max_size=1000) == b"\0asm" * 10

@@ -37,7 +37,7 @@ from cairn.auth.service import (
     UsageService,
 )
 from cairn.auth.settings import AuthSettings
-from cairn.auth.store import AuthStore
+from cairn.auth.store import LEGACY_PREFIX, PREFIX, AuthStore
 from cairn.auth.token_cache import TokenCache
 from cairn.auth.v1 import (
     account_service_pb2_grpc,
@@ -46,11 +46,13 @@ from cairn.auth.v1 import (
     token_service_pb2_grpc,
 )
 from cairn.runtime.entrypoint import Wiring, run_service
+from cairn.runtime.redis import adopt_legacy_keys
 from cairn.runtime.settings import Settings
 
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
     auth_settings = AuthSettings.from_env()
+    await adopt_legacy_keys(redis, LEGACY_PREFIX, PREFIX + ":")
     store = AuthStore(redis)
     await store.bootstrap_root(
         settings.root_account_id, settings.root_account_email, settings.root_token
@@ -110,5 +112,5 @@ if __name__ == "__main__":
             "cairn.auth.v1.TokenService",
             "cairn.auth.v1.LoginService",
         ],
-        required=("redis_url", "internal_secret", "root_token"),
+        required=("redis", "internal_secret", "root_token"),
     )

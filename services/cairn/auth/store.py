@@ -1,6 +1,7 @@
 """Accounts, tokens, plan usage and login sessions in Redis.
 
-Token secrets are stored only as SHA-256 digests. Keys (prefix `cairn:auth`):
+Token secrets are stored only as SHA-256 digests. Keys (prefix `cairn:{auth}`: one hash tag, so
+every transaction and script stays in one Redis Cluster slot):
 `account:<id>` JSON, `account:<id>:tokens` set of token ids, `token:<id>` JSON (with the digest),
 `secret:<digest>` token id, `identity:<provider>:<user id>` account id,
 `usage:<account>` hash {components, storage}, `usage:<account>:upload:<YYYY-MM>` counter,
@@ -142,8 +143,12 @@ def _token_from(raw: bytes | str) -> Token:
     return Token(data["id"], data["account_id"], data["created_at"], data["expires_at"])
 
 
+PREFIX = "cairn:{auth}"
+LEGACY_PREFIX = "cairn:auth:"  # before the hash tag; renamed once by adopt_legacy_keys
+
+
 class AuthStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "cairn:auth") -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self._r = redis
         self._p = prefix
         self._record_usage = redis.register_script(_RECORD_USAGE)

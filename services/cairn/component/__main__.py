@@ -13,11 +13,12 @@ from cairn.component.access import ProjectGateway, UsageLedger
 from cairn.component.grpc_api import ComponentApi, TemplateApi
 from cairn.component.service import ComponentService
 from cairn.component.settings import ComponentSettings
-from cairn.component.store import ComponentStore
+from cairn.component.store import LEGACY_PREFIX, PREFIX, ComponentStore
 from cairn.component.v1 import component_service_pb2_grpc, template_service_pb2_grpc
 from cairn.runtime.callers import CallerResolver
 from cairn.runtime.entrypoint import Wiring, run_service
 from cairn.runtime.errors import ErrorStyle
+from cairn.runtime.redis import adopt_legacy_keys
 from cairn.runtime.scratch import ScratchDir
 from cairn.runtime.settings import Settings
 
@@ -26,6 +27,7 @@ SPOOL_PREFIX = "cairn-component-spool-"
 
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
+    await adopt_legacy_keys(redis, LEGACY_PREFIX, PREFIX + ":")
     own = ComponentSettings.from_env(run_dir=settings.run_dir)
     # Uploads spool into a directory of this process's own; a crashed one's is swept here.
     spool = ScratchDir.claim(own.spool_dir or Path(tempfile.gettempdir()), SPOOL_PREFIX).path

@@ -1,6 +1,6 @@
 """Components in Redis, with every version committed atomically by a Lua script.
 
-Keys (prefix `cairn:component`):
+Keys (prefix `cairn:{component}`, one hash tag, so every script stays in one Redis Cluster slot):
 - `<p>:<id>:versions`  hash: version number -> the version's JSON record
 - `<p>:<id>:latest`    the highest version number
 - `<p>:names:<proj>`   hash: component name -> component id (names are unique per project)
@@ -135,8 +135,12 @@ def event_payload(kind: str, version: ComponentVersion, reason: str) -> str:
     )
 
 
+PREFIX = "cairn:{component}"
+LEGACY_PREFIX = "cairn:component:"  # before the hash tag; renamed once by adopt_legacy_keys
+
+
 class ComponentStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "cairn:component") -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self._r = redis
         self._p = prefix
         self._create = redis.register_script(_CREATE)

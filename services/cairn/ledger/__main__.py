@@ -32,7 +32,7 @@ async def main(settings: Settings) -> None:
     async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
         nonlocal feed_client
         ledger_settings = LedgerSettings.from_env(run_dir=settings.run_dir)
-        feed_client = feed_redis(settings.redis_url, settings.redis_timeout_seconds)
+        feed_client = feed_redis(settings.redis, settings.redis_timeout_seconds)
         # The query store is built and the streams listen before the gRPC server reports
         # SERVING, so a ready ledger answers reads and streams at once.
         app = await LedgerApp.start(redis, feed_client, ledger_settings,

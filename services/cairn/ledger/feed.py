@@ -312,7 +312,8 @@ class LedgerFeed:
                 log.debug("ledger_log_pruned", pruned_offset=pruned)
 
 
-def feed_redis(url: str, timeout_seconds: float = 5.0) -> aioredis.Redis:
+def feed_redis(url: redis_connection.RedisTarget | str, timeout_seconds: float = 5.0
+               ) -> aioredis.Redis:
     """A Redis client for the feed and the streams, with a bounded, waiting connection pool (so
     they can be closed after the gRPC server drained, while their connections still work)."""
     return redis_connection.connect(url, timeout_seconds=timeout_seconds,

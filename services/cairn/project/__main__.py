@@ -12,7 +12,7 @@ from cairn.project.health_check import HealthCheckApi
 from cairn.project.plugin_api import PluginApi, ProjectPluginApi
 from cairn.project.plugins import PluginService
 from cairn.project.service import ProjectService
-from cairn.project.store import ProjectStore
+from cairn.project.store import LEGACY_PREFIX, PREFIX, ProjectStore
 from cairn.project.v1 import (
     health_check_service_pb2_grpc,
     plugin_service_pb2_grpc,
@@ -21,10 +21,12 @@ from cairn.project.v1 import (
 )
 from cairn.runtime.callers import CallerResolver
 from cairn.runtime.entrypoint import Registrar, run_service
+from cairn.runtime.redis import adopt_legacy_keys
 from cairn.runtime.settings import Settings
 
 
 async def setup(settings: Settings, redis: aioredis.Redis) -> Registrar:
+    await adopt_legacy_keys(redis, LEGACY_PREFIX, PREFIX + ":")
     store = ProjectStore(redis)
     projects = ProjectService(
         store,

@@ -1,8 +1,9 @@
 """Projects, policies and grants in Redis.
 
-Keys (prefix `cairn:project`): `<project id>` JSON, `owned-by:<account>` creation-ordered ids,
-`default-of:<account>` default project id, `policy:<id>` JSON, `grant:<id>` JSON,
-`grants-of:<project>` grant ids by creation, `grants-to:<account>` grant ids by creation,
+Keys (prefix `cairn:{project}`, one hash tag: one Redis Cluster slot): `<project id>` JSON,
+`owned-by:<account>` creation-ordered ids, `default-of:<account>` default project id,
+`policy:<id>` JSON, `grant:<id>` JSON, `grants-of:<project>` grant ids by creation,
+`grants-to:<account>` grant ids by creation,
 `plugins-of:<account>` hash `["name","version"]` -> plugin definition JSON (with its `seq`),
 `plugin-seq` registration counter, `plugin-installs:<project>` hash id -> installation JSON.
 """
@@ -44,8 +45,12 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+PREFIX = "cairn:{project}"
+LEGACY_PREFIX = "cairn:project:"  # before the hash tag; renamed once by adopt_legacy_keys
+
+
 class ProjectStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "cairn:project") -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self._r = redis
         self._p = prefix
         self._ensure_default = redis.register_script(_ENSURE_DEFAULT)

@@ -52,7 +52,7 @@ async def serve(
     *,
     style: ErrorStyle = ErrorStyle.GOLEM,
     extra_services: Sequence[str] = (),
-    required: Sequence[str] = ("redis_url", "internal_secret"),
+    required: Sequence[str] = ("redis", "internal_secret"),
 ) -> None:
     settings.require(*required)
     set_recording(settings.metrics_enabled)
@@ -63,7 +63,7 @@ async def serve(
     metrics_server = None
     if settings.metrics_enabled:
         metrics_server = serve_metrics(settings.bind_host, settings.metrics_port(service))
-    redis = redis_conn.connect(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
+    redis = redis_conn.connect(settings.redis, timeout_seconds=settings.redis_timeout_seconds)
     try:
         wiring = await setup(settings, redis)
         if not isinstance(wiring, Wiring):

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cairn.runtime.redis import RedisTarget
+
 # Below the kernel's ephemeral range (32768-60999 on Linux), so that no client's own local port
 # can collide with a service's while that service restarts (docs/faults.md).
 DEFAULT_PORTS = {"project": 20051, "component": 20052, "auth": 20053, "ledger": 20054}
@@ -77,8 +79,11 @@ class Settings:
     bind_host: str = "127.0.0.1"
     http_port: int = 8080
     envoy_admin_port: int = 9901
+    # Envoy's admin interface answers only here (it can drain and stop Envoy): loopback.
+    envoy_admin_host: str = "127.0.0.1"
     grpc_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
-    redis_url: str = ""
+    # Where Redis is: one server, a Sentinel-managed primary or a Cluster (CAIRN_REDIS_*).
+    redis: RedisTarget = field(default_factory=RedisTarget)
     run_dir: Path = Path(".run")
     log_level: str = "info"
     log_format: str = "json"
@@ -131,8 +136,9 @@ class Settings:
             bind_host=env.get("CAIRN_BIND_HOST", "127.0.0.1"),
             http_port=_int(env, "CAIRN_HTTP_PORT", 8080),
             envoy_admin_port=_int(env, "CAIRN_ENVOY_ADMIN_PORT", 9901),
+            envoy_admin_host=env.get("CAIRN_ENVOY_ADMIN_HOST", "") or "127.0.0.1",
             grpc_ports=ports,
-            redis_url=env.get("CAIRN_REDIS_URL", ""),
+            redis=RedisTarget.from_env(env),
             run_dir=Path(env.get("CAIRN_RUN_DIR", ".run")),
             log_level=env.get("CAIRN_LOG_LEVEL", "info").lower(),
             log_format=env.get("CAIRN_LOG_FORMAT", "json").lower(),
@@ -164,9 +170,15 @@ class Settings:
             envoy_drain_seconds=_float(env, "CAIRN_ENVOY_DRAIN_SECONDS", 5.0),
         )
 
+    @property
+    def redis_url(self) -> str:
+        """The one server's URL; empty in Sentinel and Cluster modes."""
+        return self.redis.url
+
     def require(self, *names: str) -> None:
         """Fail fast, naming the environment variable, when a setting a service needs is empty."""
         env_names = {
+            "redis": "CAIRN_REDIS_URL (or CAIRN_REDIS_SENTINELS, CAIRN_REDIS_CLUSTER_NODES)",
             "redis_url": "CAIRN_REDIS_URL",
             "internal_secret": "CAIRN_INTERNAL_SECRET",
             "root_token": "CAIRN_ROOT_TOKEN",

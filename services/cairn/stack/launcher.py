@@ -269,7 +269,7 @@ class Stack:
         The port is fixed for the stack's life: a restarted Redis comes back where the services
         look for it.
         """
-        if self.settings.redis_url:
+        if self.settings.redis:  # an existing Redis: one server, Sentinel or Cluster
             return
         port = int(self.env.get("CAIRN_REDIS_PORT") or free_port())
         run_dir = self.settings.run_dir
@@ -426,7 +426,8 @@ class Stack:
             f"  gRPC (direct) : {direct}",
             f"  Ledger streams: ws://{s.bind_host}:{self.ledger_ws_port} (direct; also via Envoy)",
             f"  Root token    : {s.root_token}  (also in {s.run_dir / 'root-token'})",
-            f"  Redis         : {redacted_url(s.redis_url)}{self._redis_password_hint()}",
+            f"  Redis         : {redacted_url(s.redis_url) or s.redis.describe()}"
+            f"{self._redis_password_hint()}",
             f"  Envoy admin   : http://{s.bind_host}:{s.envoy_admin_port}",
             *self.scrape_urls(),
             f"  Supervision   : a part that exits is restarted; {s.restart_limit} exits within "

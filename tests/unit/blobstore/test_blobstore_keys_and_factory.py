@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from minio.credentials.providers import ChainedProvider, IamAwsProvider, StaticProvider
 
 from cairn.blobstore import (
     BlobStoreUnavailable,
@@ -152,3 +153,23 @@ async def test_unreachable_s3_is_reported_as_unavailable() -> None:
         await store.put("k", iter_bytes(b"x"))
     with pytest.raises(BlobStoreUnavailable):
         await store.stat("k")
+
+
+def test_region_and_credential_providers_reach_the_client() -> None:
+    env = {"CAIRN_S3_ENDPOINT": "https://s3.eu-central-1.amazonaws.com",
+           "CAIRN_S3_BUCKET": "cairn-blobs", "CAIRN_S3_REGION": "eu-central-1"}
+    iam = blob_store_from_env({**env, "CAIRN_S3_CREDENTIALS": "iam"})
+    assert isinstance(iam, S3BlobStore)
+    assert iam.client._base_url.region == "eu-central-1"
+    assert isinstance(iam.client._provider, IamAwsProvider)
+    from_env = blob_store_from_env({**env, "CAIRN_S3_CREDENTIALS": "env"})
+    assert isinstance(from_env, S3BlobStore)
+    assert isinstance(from_env.client._provider, ChainedProvider)
+    static = blob_store_from_env({**env, "CAIRN_S3_ACCESS_KEY": "a", "CAIRN_S3_SECRET_KEY": "s"})
+    assert isinstance(static, S3BlobStore)
+    assert isinstance(static.client._provider, StaticProvider)
+    with pytest.raises(ValueError, match="CAIRN_S3_CREDENTIALS must be one of"):
+        blob_store_from_env({**env, "CAIRN_S3_CREDENTIALS": "vault"})
+    with pytest.raises(ValueError, match="choose one"):
+        blob_store_from_env({**env, "CAIRN_S3_CREDENTIALS": "iam", "CAIRN_S3_ACCESS_KEY": "a",
+                             "CAIRN_S3_SECRET_KEY": "s"})
