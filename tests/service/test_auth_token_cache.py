@@ -52,7 +52,7 @@ async def test_a_verified_token_is_answered_from_memory(redis: aioredis.Redis) -
         authn = Authenticator(store, cache)
         assert await authn.authenticate(secret) == Principal("alice", token_id, ())
         # Removed behind the store's back (no change announced): still served from memory.
-        await redis.delete(f"cairn:auth:secret:{secret_digest(secret)}")
+        await redis.delete(f"cairn:{{auth}}:secret:{secret_digest(secret)}")
         assert await authn.authenticate(secret) == Principal("alice", token_id, ())
 
 
@@ -91,7 +91,7 @@ async def test_nothing_is_cached_while_the_change_channel_is_not_live(
     cache = TokenCache(60)  # never followed
     authn = Authenticator(store, cache)
     await authn.authenticate(secret)
-    await redis.delete(f"cairn:auth:secret:{secret_digest(secret)}")
+    await redis.delete(f"cairn:{{auth}}:secret:{secret_digest(secret)}")
     with pytest.raises(Unauthenticated, match=UNKNOWN_TOKEN):
         await authn.authenticate(secret)
 
