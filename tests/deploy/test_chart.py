@@ -15,11 +15,27 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
+from minio.credentials.providers import IamAwsProvider
 
+from cairn.auth.ledger_jwt import LedgerTokenPolicy
+from cairn.blobstore.factory import blob_store_from_env
+from cairn.blobstore.s3 import S3BlobStore
 from cairn.runtime.server import CAIRN_SERVICES
 from cairn.runtime.settings import DEFAULT_PORTS, METRICS_PORT_OFFSET, Settings
+from cairn.stack.launcher import REPO_ROOT
 
-from .conftest import CHART, KUBE_VERSIONS, NAMESPACE, RELEASE, SCENARIOS, Helm, Rendered, render
+from .conftest import (
+    CHART,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    Helm,
+    Rendered,
+    effective_values,
+    render,
+    values_file,
+)
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Service names are stricter (RFC 1035): they must start with a letter.
@@ -43,8 +59,12 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def external_secrets(values: dict[str, Any]) -> set[str]:
     """Secrets the scenario says the user manages (existingSecret values)."""
-    names = {values["secrets"]["existingSecret"], values["externalRedis"]["existingSecret"],
-             values["externalS3"]["existingSecret"]}
+    redis = values["externalRedis"]
+    names = {values["secrets"]["existingSecret"], redis["existingSecret"],
+             redis["passwordSecret"]["name"], redis["sentinel"]["passwordSecret"]["name"],
+             redis["tls"]["caSecret"]["name"], values["externalS3"]["existingSecret"],
+             values["redis"]["auth"]["existingSecret"], values["minio"]["auth"]["existingSecret"],
+             values["ledger"]["auth"]["existingSecret"]}
     return {n for n in names if n}
 
 
@@ -182,7 +202,9 @@ def test_cairn_services_have_native_grpc_probes_for_their_health_names(
         assert container["lifecycle"]["preStop"]["exec"]["command"] == [
             "sleep", str(rendered.values["preStopSleepSeconds"])
         ]
-        assert deployment["spec"]["replicas"] == rendered.values["services"][service]["replicas"]
+        settings = rendered.values["services"][service]
+        assert deployment["spec"].get("replicas") == (
+            None if settings["autoscaling"]["enabled"] else settings["replicas"])
 
 
 def test_envoy_drains_in_its_prestop_hook(rendered: Rendered) -> None:
@@ -278,12 +300,23 @@ def test_data_volumes_survive_uninstall(rendered: Rendered) -> None:
         assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
-def test_only_blob_services_receive_s3_credentials(rendered: Rendered) -> None:
+def test_each_service_receives_only_the_credentials_it_needs(rendered: Rendered) -> None:
+    config = rendered.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    verified = rendered.values["ledger"]["auth"]["mode"] == "hs256"
     for service in CAIRN_SERVICES:
         spec = rendered.get("Deployment", f"{RELEASE}-cairn-{service}")["spec"]["template"]["spec"]
         names = {e["name"] for e in spec["containers"][0]["env"]}
-        assert {"CAIRN_ROOT_TOKEN", "CAIRN_INTERNAL_SECRET", "CAIRN_REDIS_URL"} <= names
-        assert ("CAIRN_S3_SECRET_KEY" in names) == (service in ("component", "ledger")), service
+        assert {"CAIRN_ROOT_TOKEN", "CAIRN_INTERNAL_SECRET"} <= names
+        redis = {"CAIRN_REDIS_URL", "CAIRN_REDIS_SENTINELS", "CAIRN_REDIS_CLUSTER_NODES"}
+        assert (names | set(config)) & redis, f"{service} has no Redis"
+        assert ("CAIRN_S3_SECRET_KEY" in names) == (
+            service in ("component", "ledger") and rendered.values["externalS3"]["credentials"]
+            == "static" and bool(rendered.values["minio"]["enabled"]
+                                 or rendered.values["externalS3"]["existingSecret"]
+                                 or rendered.values["externalS3"]["accessKey"])), service
+        # Only the two services that verify ledger JWTs get the ledger's token key.
+        assert ("CAIRN_LEDGER_JWT_SECRET" in names) == (
+            verified and service in ("auth", "ledger")), service
     envoy = rendered.get("Deployment", f"{RELEASE}-cairn-envoy")["spec"]["template"]["spec"]
     assert "env" not in envoy["containers"][0], "Envoy needs no secrets"
 
@@ -298,15 +331,18 @@ def test_generated_credentials_are_random_and_well_formed(helm: Helm) -> None:
         return merged
 
     a, b = secret_data(first), secret_data(second)
-    assert set(a) == {"root-token", "internal-secret", "redis-password", "redis-url",
-                      "s3-access-key", "s3-secret-key"}
-    for key in ("root-token", "internal-secret", "redis-password", "s3-secret-key"):
+    assert set(a) == {"root-token", "internal-secret", "redis-password", "s3-access-key",
+                      "s3-secret-key", "ledger-jwt-secret"}
+    for key in ("root-token", "internal-secret", "redis-password", "s3-secret-key",
+                "ledger-jwt-secret"):
         assert a[key] != b[key], f"{key} is not generated"
     uuid.UUID(a["root-token"])  # auth and the stack launcher accept only UUID tokens
     assert len(a["internal-secret"]) == 64
-    assert a["redis-url"] == f"redis://:{a['redis-password']}@{RELEASE}-cairn-redis:6379/0"
-    # No credential may sit in the ConfigMap (it is readable with fewer permissions).
+    assert len(a["ledger-jwt-secret"]) == 64
+    # The bundled Redis's URL names no password: the services get it apart, from the Secret.
     config = first.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    assert config["CAIRN_REDIS_URL"] == f"redis://{RELEASE}-cairn-redis:6379/0"
+    # No credential may sit in the ConfigMap (it is readable with fewer permissions).
     assert not set(a.values()) & set(config.values())
 
 
@@ -357,10 +393,12 @@ def test_network_policies_open_only_envoys_http_port_and_metrics_to_scrapers(
 
 def test_disruption_budgets_cover_exactly_the_replicated_components(rendered: Rendered) -> None:
     budgets = {b["metadata"]["name"]: b for b in rendered.of_kind("PodDisruptionBudget")}
-    replicated = {f"{RELEASE}-cairn-{name}" for name, svc in rendered.values["services"].items()
-                  if svc["replicas"] > 1}
-    if rendered.values["envoy"]["replicas"] > 1:
-        replicated.add(f"{RELEASE}-cairn-envoy")
+    def least(component: dict[str, Any]) -> int:
+        scaling = component["autoscaling"]
+        return int(scaling["minReplicas"] if scaling["enabled"] else component["replicas"])
+
+    components = {**rendered.values["services"], "envoy": rendered.values["envoy"]}
+    replicated = {f"{RELEASE}-cairn-{name}" for name, c in components.items() if least(c) > 1}
     expected = replicated if rendered.values["podDisruptionBudget"]["enabled"] else set()
     assert set(budgets) == expected
     for name, budget in budgets.items():
@@ -559,6 +597,21 @@ REJECTED = [
     (["envoy.statsPort=0"], "statsPort"),
     (["metrics.discovery=serviceMonitor"], "discovery"),
     (["metrics.podMonitor.interval=soon"], "interval"),
+    (["ledger.auth.mode=none"], "mode"),
+    (["ledger.auth.mode=jwks"], "ledger.auth.jwksUrl"),
+    (["ledger.auth.mode=es256"], "ledger.auth.publicKey"),
+    (["ledger.auth.jwksUrl=ftp://keys"], "jwksUrl"),
+    (["redis.enabled=false", "externalRedis.url=redis://r:6379/0",
+      "externalRedis.sentinel.hosts={s:26379}"], "exactly one of"),
+    (["redis.enabled=false", "externalRedis.cluster.nodes={n:7000}", "externalRedis.db=1"],
+     "externalRedis.db"),
+    (["externalRedis.sentinel.hosts={sentinel}"], "hosts"),
+    (["externalRedis.replicaAcks=-1"], "replicaAcks"),
+    (["minio.enabled=false", "externalS3.endpoint=s3:9000", "externalS3.credentials=iam",
+      "externalS3.accessKey=a", "externalS3.secretKey=b"], "externalS3.credentials=iam"),
+    (["externalS3.credentials=vault"], "credentials"),
+    (["services.auth.autoscaling.maxReplicas=0"], "maxReplicas"),
+    (["topologySpread.whenUnsatisfiable=Sometimes"], "whenUnsatisfiable"),
 ]
 
 
@@ -569,3 +622,169 @@ def test_bad_values_are_rejected_naming_the_key(
     result = helm.template(set_values=set_values)
     assert result.returncode != 0, f"{set_values} was accepted"
     assert named in result.stderr, result.stderr
+
+
+def test_the_readme_shows_the_production_values_file() -> None:
+    production = values_file("production").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"```yaml\n{production}```" in readme, "README.md must show ci/production-values.yaml"
+
+
+def pod_env(rendered: Rendered, deployment: str, placeholder: str = "from-a-secret"
+            ) -> dict[str, str]:
+    """A container's environment: the ConfigMap, then its env, Secret values as placeholders."""
+    spec = rendered.get("Deployment", deployment)["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(rendered.get("ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value", placeholder)
+    return env
+
+
+def test_production_settings_are_what_the_services_accept(helm: Helm) -> None:
+    """Each service's settings parsers take the production values' environment as it is."""
+    rendered = render(helm, "production")
+    for service in CAIRN_SERVICES:
+        name = f"{RELEASE}-cairn-{service}"
+        env = pod_env(rendered, name)
+        redis = Settings.from_env(env).redis
+        assert redis.mode == "sentinel" and redis.sentinel_master == "mymaster"
+        assert len(redis.sentinels) == 3 and redis.replica_acks == 1
+        assert redis.password and redis.sentinel_password
+        assert redis.tls_options()["ssl_ca_certs"] == "/etc/cairn/redis-ca/ca.crt"
+        spec = rendered.get("Deployment", name)["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        ca_volume = volumes[mounts["/etc/cairn/redis-ca"]]
+        assert ca_volume["secret"]["secretName"] == "redis-ca"
+        if service in ("auth", "ledger"):
+            policy = LedgerTokenPolicy.from_env(env)
+            assert policy.mode == "jwks" and policy.jwks is not None
+            assert policy.jwks.url == "https://login.example.com/.well-known/jwks.json"
+            assert policy.audience == ("https://daml.com/jwt/aud/participant/cairn",)
+            assert policy.issuer == "https://login.example.com/" and policy.leeway_seconds == 5
+        if service in ("component", "ledger"):
+            store = blob_store_from_env(env)
+            assert isinstance(store, S3BlobStore) and store.bucket == "cairn-blobs-production"
+            assert store.client._base_url.region == "eu-central-1"
+            assert isinstance(store.client._provider, IamAwsProvider)
+            assert "CAIRN_S3_SECRET_KEY" not in env
+    account = rendered.of_kind("ServiceAccount")[0]
+    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+
+
+def test_ledger_tokens_are_verified_unless_sandbox_is_chosen(pinned_helm: Helm) -> None:
+    default = render(pinned_helm, "default")
+    config = default.get("ConfigMap", f"{RELEASE}-cairn-config")["data"]
+    assert config["CAIRN_LEDGER_AUTH"] == "hs256"
+    assert default.get("Secret", f"{RELEASE}-cairn-ledger-jwt")
+    installed = pinned_helm.run("install", RELEASE, str(CHART), "-n", NAMESPACE,
+                                "--dry-run=client")
+    assert installed.returncode == 0, installed.stderr
+    assert "NOT verified" not in installed.stdout.split("NOTES:", 1)[1]
+    assert f"get secret {RELEASE}-cairn-ledger-jwt" in installed.stdout
+    sandbox = pinned_helm.run("install", RELEASE, str(CHART), "-n", NAMESPACE,
+                              "--dry-run=client", "--set", "ledger.auth.mode=sandbox")
+    assert sandbox.returncode == 0, sandbox.stderr
+    notes = sandbox.stdout.split("NOTES:", 1)[1]
+    assert "WARNING: ledger.auth.mode=sandbox" in notes and "NOT verified" in notes
+    assert "-ledger-jwt" not in sandbox.stdout
+
+
+def test_autoscaled_components_have_an_hpa_and_no_replica_count(helm: Helm) -> None:
+    rendered = render(helm, "production")
+    scaled = {h["spec"]["scaleTargetRef"]["name"]: h for h in
+              rendered.of_kind("HorizontalPodAutoscaler")}
+    assert set(scaled) == {f"{RELEASE}-cairn-{c}" for c in ("auth", "ledger", "envoy")}
+    for deployment in rendered.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        assert ("replicas" in deployment["spec"]) == (name not in scaled), name
+        if name in scaled:
+            assert scaled[name]["spec"]["minReplicas"] == 2
+    budgets = {b["metadata"]["name"] for b in rendered.of_kind("PodDisruptionBudget")}
+    assert set(scaled) <= budgets
+
+
+def test_scheduling_and_pull_secrets_apply_to_every_workload(helm: Helm) -> None:
+    result = helm.template(set_values=[
+        "nodeSelector.pool=cairn", "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Exists", "imagePullSecrets[0].name=pull",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].key=arch",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        "extraVolumes[0].name=extra", "extraVolumes[0].emptyDir.medium=Memory",
+        "extraVolumeMounts[0].name=extra", "extraVolumeMounts[0].mountPath=/extra",
+    ])
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered("scheduling", effective_values("default"),
+                        [d for d in yaml.safe_load_all(result.stdout) if d])
+    owners = set()
+    for owner, spec in rendered.pod_specs():
+        owners.add(owner.removeprefix(f"{RELEASE}-cairn-"))
+        assert spec["nodeSelector"] == {"pool": "cairn"}, owner
+        assert spec["tolerations"][0]["key"] == "dedicated", owner
+        assert spec["imagePullSecrets"] == [{"name": "pull"}], owner
+        assert "nodeAffinity" in spec["affinity"], owner
+    assert {"redis", "minio", "test-rest", "envoy", *CAIRN_SERVICES} <= owners
+    for component in ("envoy", *CAIRN_SERVICES):
+        spec = rendered.get("Deployment", f"{RELEASE}-cairn-{component}")["spec"]
+        (spread,) = spec["template"]["spec"]["topologySpreadConstraints"]
+        assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    for service in CAIRN_SERVICES:
+        spec = rendered.get("Deployment", f"{RELEASE}-cairn-{service}")["spec"]["template"]
+        assert {"name": "extra", "mountPath": "/extra"} in \
+            spec["spec"]["containers"][0]["volumeMounts"]
+    for version in KUBE_VERSIONS:
+        for doc in rendered.docs:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_store_credentials_can_be_pinned_or_come_from_existing_secrets(helm: Helm) -> None:
+    pinned = ["redis.auth.password=red-pass", "minio.auth.rootUser=minio-user",
+              "minio.auth.rootPassword=minio-pass-1234"]
+
+    def store_secret(*set_values: str) -> dict[str, str] | None:
+        result = helm.template(set_values=set_values)
+        assert result.returncode == 0, result.stderr
+        docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        found = [d for d in docs if d["kind"] == "Secret"
+                 and d["metadata"]["name"] == f"{RELEASE}-cairn-store"]
+        return {k: b64decode(v).decode() for k, v in found[0]["data"].items()} if found else None
+
+    # Pinned values render the same on every render (a GitOps tool sees no change).
+    assert store_secret(*pinned) == store_secret(*pinned) == {
+        "redis-password": "red-pass", "s3-access-key": "minio-user",
+        "s3-secret-key": "minio-pass-1234"}
+    # Existing Secrets: no -store Secret; Redis, MinIO and the services read yours.
+    existing = ["redis.auth.existingSecret=my-redis", "minio.auth.existingSecret=my-minio"]
+    assert store_secret(*existing) is None
+    result = helm.template(set_values=existing)
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    rendered = Rendered("existing", effective_values("default"), docs)
+    refs = set()
+    for _owner, spec in rendered.pod_specs():
+        for item in spec["containers"][0].get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs.add((item["name"], ref["name"], ref["key"]))
+    assert ("REDIS_PASSWORD", "my-redis", "redis-password") in refs
+    assert ("CAIRN_REDIS_PASSWORD", "my-redis", "redis-password") in refs
+    assert ("MINIO_ROOT_USER", "my-minio", "root-user") in refs
+    assert ("CAIRN_S3_SECRET_KEY", "my-minio", "root-password") in refs
+
+
+def test_pods_roll_when_a_secret_they_use_changes(helm: Helm) -> None:
+    def checksums(*set_values: str) -> set[str]:
+        result = helm.template(set_values=set_values)
+        assert result.returncode == 0, result.stderr
+        return {d["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"]
+                for d in yaml.safe_load_all(result.stdout)
+                if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-auth")}
+
+    pinned = ["redis.auth.password=a", "minio.auth.rootUser=u", "minio.auth.rootPassword=p",
+              "ledger.auth.existingSecret=jwt", "secrets.existingSecret=creds"]
+    assert checksums(*pinned) == checksums(*pinned)
+    assert checksums(*pinned) != checksums(*pinned[1:], "redis.auth.password=b")

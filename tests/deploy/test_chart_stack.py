@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from base64 import b64decode
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +40,9 @@ from cairn.stack.launcher import _http_ok, _serving, free_port
 from .conftest import RELEASE, Helm, Rendered, effective_values
 from .dockerfile import ImageEnv
 
-pytestmark = pytest.mark.e2e
+# Building the image's environment (a clean venv and pip install) takes about a minute on a quiet
+# machine and several on a loaded one; the first test's setup pays for it.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 FULLNAME = f"{RELEASE}-cairn"
 
@@ -200,9 +204,9 @@ def chart_stack(
         (container,) = spec["containers"]
         pod = start("envoy", container, container_env(rendered, spec))
         ready = container["readinessProbe"]["httpGet"]
-        assert ready["port"] == "admin"
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{admin_port}{ready['path']}"), pod,
-                   "admin /ready")
+        assert ready["port"] == stats_port
+        wait_until(lambda: _http_ok(f"http://127.0.0.1:{stats_port}{ready['path']}"), pod,
+                   "/ready on the stats port")
         yield stack
     finally:
         for pod in pods.values():
@@ -271,6 +275,36 @@ def test_every_pod_serves_prometheus_text_on_its_declared_metrics_port(
         families = {f.name for f in text_string_to_metric_families(reply.text)}
         wanted = "envoy_cluster_upstream_rq" if component == "envoy" else "grpc_server_handled"
         assert wanted in families, (component, sorted(families)[:20])
+
+
+def test_envoys_pre_stop_hook_drains_it(chart_stack: ChartStack) -> None:
+    """The preStop command tells Envoy (through its loopback admin port) to drain: /ready on the
+    stats port turns 503, so the kubelet takes the pod out of the Service."""
+    rendered = chart_stack.rendered
+    spec = rendered.get("Deployment", f"{FULLNAME}-envoy")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == ["python", "-m", "cairn.stack.drain",
+                       str(rendered.values["preStopSleepSeconds"])]
+    ready = f"http://127.0.0.1:{rendered.values['envoy']['statsPort']}/ready"
+    assert _http_status(ready) == 200
+    env = localize(container_env(rendered, spec), chart_stack.image, chart_stack.run_dir)
+    drained = subprocess.run([*chart_stack.argv({"command": command[:-1]}), "0"], env=env,
+                             cwd=chart_stack.image.app, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert drained.returncode == 0 and "drain started" in drained.stderr, drained.stderr
+    deadline = time.monotonic() + 10
+    while _http_status(ready) != 503:
+        assert time.monotonic() < deadline, "Envoy did not report draining"
+        time.sleep(0.1)
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
 
 
 def test_every_pod_stops_on_sigterm_within_its_grace_period(chart_stack: ChartStack) -> None:

@@ -126,7 +126,12 @@ def test_chart_environment_renders_dns_upstreams_for_every_service(
     config = yaml.safe_load(write_config(settings).read_text())
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     assert set(clusters) == {*DEFAULT_PORTS, "ledger_ws", "envoy_admin"}
-    del clusters["envoy_admin"]  # the stats listener's way to the admin interface (loopback)
+    # The admin interface is reachable on loopback only; the stats listener proxies /metrics
+    # and /ready to it.
+    admin = config["admin"]["address"]["socket_address"]
+    assert admin == {"address": "127.0.0.1", "port_value": rendered.values["envoy"]["adminPort"]}
+    admin_cluster = clusters.pop("envoy_admin")["load_assignment"]["endpoints"][0]
+    assert admin_cluster["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == admin
     for name, cluster in clusters.items():
         (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         address = endpoint["endpoint"]["address"]["socket_address"]
@@ -134,25 +139,27 @@ def test_chart_environment_renders_dns_upstreams_for_every_service(
         service, _, kind = name.partition("_")
         port = rendered.values["services"][service]["wsPort" if kind == "ws" else "port"]
         assert address == {"address": f"{RELEASE}-cairn-{service}", "port_value": port}
-    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
-    assert listener == {"address": "0.0.0.0", "port_value": rendered.values["envoy"]["httpPort"]}
+    listeners = {listener["name"]: listener["address"]["socket_address"]
+                 for listener in config["static_resources"]["listeners"]}
+    assert listeners == {
+        "cairn": {"address": "0.0.0.0", "port_value": rendered.values["envoy"]["httpPort"]},
+        "stats": {"address": "0.0.0.0", "port_value": rendered.values["envoy"]["statsPort"]},
+    }
     envoy = rendered.get("Deployment", f"{RELEASE}-cairn-envoy")["spec"]["template"]["spec"]
     declared = {p["name"]: p["containerPort"] for p in envoy["containers"][0]["ports"]}
-    listeners = {item["name"]: item["address"]["socket_address"]["port_value"]
-                 for item in config["static_resources"]["listeners"]}
-    expected = {"http": rendered.values["envoy"]["httpPort"],
-                "admin": config["admin"]["address"]["socket_address"]["port_value"]}
+    expected = {"http": listeners["cairn"]["port_value"]}
     if rendered.values["metrics"]["enabled"]:
-        # The pod declares (for the PodMonitor, annotations, NetworkPolicy) the stats listener.
-        expected["metrics"] = listeners["stats"]
+        # The pod declares (for the PodMonitor, annotations, NetworkPolicy) the stats listener,
+        # which also answers the kubelet's readiness probe (/ready).
+        expected["metrics"] = listeners["stats"]["port_value"]
     assert declared == expected
-    assert listeners["stats"] == rendered.values["envoy"]["statsPort"]
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_real_envoy_validates_what_the_module_renders_from_the_chart(
-    helm: Helm, tmp_path: Path
+    helm: Helm, tmp_path: Path, scenario: str
 ) -> None:
-    rendered = render(helm, "replicas")
+    rendered = render(helm, scenario)
     env = pod_environment(rendered, f"{RELEASE}-cairn-envoy")
     # The pod's /var/run/cairn is an emptyDir; here a temporary directory stands in for it.
     env.update(CAIRN_RUN_DIR=str(tmp_path), PATH=os.environ.get("PATH", ""))

@@ -40,7 +40,7 @@ def test_runs_as_the_non_root_user_the_chart_expects() -> None:
 def test_exposes_the_default_ports_of_every_component() -> None:
     (exposed,) = final_stage("EXPOSE")
     defaults = Settings()
-    expected = {defaults.http_port, defaults.envoy_admin_port, *DEFAULT_PORTS.values()}
+    expected = {defaults.http_port, *DEFAULT_PORTS.values()}  # admin: loopback only
     assert {int(p) for p in exposed.split()} == expected
 
 

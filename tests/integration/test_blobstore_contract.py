@@ -493,3 +493,19 @@ async def test_s3_keys_from_the_environment_provider_and_a_region(
     info = await store.put("components/env/0.wasm", iter_bytes(b"\0asm" * 10))
     assert (await store.stat("components/env/0.wasm")) == info
     assert await read_bytes(store, "components/env/0.wasm", max_size=1000) == b"\0asm" * 10
+
+
+async def test_a_bucket_the_store_creates_cleans_up_after_crashed_puts(s3_endpoint: str) -> None:
+    """Unfinished multipart uploads are aborted and staged parts expire after a day."""
+    bucket = f"lifecycle-{uuid.uuid4()}"
+    store = blob_store_from_env({"CAIRN_S3_ENDPOINT": f"http://{s3_endpoint}",
+                                 "CAIRN_S3_BUCKET": bucket, "CAIRN_S3_ACCESS_KEY": "testing",
+                                 "CAIRN_S3_SECRET_KEY": "testing"})
+    await store.put("dars/x", iter_bytes(b"dar"))
+    s3 = boto3.client("s3", endpoint_url=f"http://{s3_endpoint}", region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["cairn-abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": 1}
+    assert rules["cairn-expire-staging"]["Expiration"] == {"Days": 1}
+    assert rules["cairn-expire-staging"]["Filter"] == {"Prefix": ".staging/"}

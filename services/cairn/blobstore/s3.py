@@ -25,10 +25,11 @@ from typing import Any, BinaryIO, cast
 
 import urllib3
 from minio import Minio
-from minio.commonconfig import ComposeSource
+from minio.commonconfig import ENABLED, ComposeSource, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import DictType, check_bucket_name
+from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 
 from cairn.blobstore.blocking import BlockingCalls, blob_executor
 from cairn.blobstore.errors import (
@@ -44,6 +45,15 @@ MIN_PART_SIZE = 5 * 1024 * 1024  # S3's lower bound for every multipart part but
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 SHA256_METADATA = "sha256"  # stored as the x-amz-meta-sha256 header
 STAGING_PREFIX = ".staging/"  # no valid key starts with '.', so no caller can reach these
+# What a crashed put can leave behind, removed after a day: unfinished multipart uploads (a
+# compose in progress) and staged parts.
+CLEANUP_LIFECYCLE = LifecycleConfig([
+    Rule(ENABLED, rule_filter=Filter(prefix=""), rule_id="cairn-abort-incomplete-uploads",
+         abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(
+             days_after_initiation=1)),
+    Rule(ENABLED, rule_filter=Filter(prefix=STAGING_PREFIX), rule_id="cairn-expire-staging",
+         expiration=Expiration(days=1)),
+])
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
@@ -104,6 +114,9 @@ class S3BlobStore:
         try:
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket)
+                # A bucket Cairn creates (the bundled MinIO's) cleans up after crashed puts
+                # itself; a bucket you provide needs the same rule (docs/blobstore.md).
+                self.client.set_bucket_lifecycle(self.bucket, CLEANUP_LIFECYCLE)
         except S3Error as exc:
             if exc.code not in _BUCKET_EXISTS_CODES:  # another process created it just now
                 raise _translate(exc, self.bucket, "bucket creation") from exc

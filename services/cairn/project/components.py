@@ -10,6 +10,7 @@ import grpc
 
 from cairn.component.v1 import component_service_pb2, component_service_pb2_grpc
 from cairn.runtime.callers import as_caller
+from cairn.runtime.channels import internal_channel
 from cairn.runtime.errors import Unavailable
 from cairn.runtime.principal import Principal
 
@@ -31,7 +32,7 @@ class ComponentServiceDirectory:
 
     def _components(self) -> component_service_pb2_grpc.ComponentServiceAsyncStub:
         if self._stub is None:
-            channel = grpc.aio.insecure_channel(self._address)
+            channel = internal_channel(self._address)
             self._stub = component_service_pb2_grpc.ComponentServiceStub(channel)
         return self._stub
 

@@ -12,6 +12,14 @@ idempotent call the peer answered UNAVAILABLE, with backoff. A call that may hav
 (RecordComponentUsage) is not retried: only gRPC's transparent retry of a call that never left
 this process applies to it. What still fails reaches our client as 503 / UNAVAILABLE
 (`unavailable_peer`).
+
+In Kubernetes a service's address is its headless Service (`<release>-cairn-auth:20053`), whose
+DNS name resolves to every ready pod. A plain channel would connect to one of them and keep that
+HTTP/2 connection, pinning all of a caller's calls to one pod. These channels resolve the name
+with gRPC's DNS resolver and spread calls over every address (`round_robin`). The resolver looks
+the name up again when a connection fails or closes (a pod leaves), at most every 30 s (gRPC's
+default); a pod added by a scale-up gets calls once the name is resolved again. Locally
+(`127.0.0.1:port`) there is one address and nothing changes.
 """
 
 from __future__ import annotations
@@ -82,6 +90,8 @@ IDEMPOTENT_METHODS = {
 }
 
 SERVICE_CONFIG = json.dumps({
+    # Balance over every address the name resolves to (each pod behind a headless Service).
+    "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [{
         "name": [
             {"service": service, "method": method}
@@ -112,8 +122,10 @@ CHANNEL_OPTIONS = (
 def internal_channel(address: str) -> grpc.aio.Channel:
     """An insecure channel to another Cairn service (one per peer and process) that passes on
     request id and trace and retries idempotent calls through the peer's restart."""
+    explicit = "://" in address or address.startswith(("dns:", "ipv4:", "ipv6:", "unix:"))
+    target = address if explicit else f"dns:///{address}"
     return grpc.aio.insecure_channel(
-        address, options=CHANNEL_OPTIONS, interceptors=_INTERCEPTORS  # type: ignore[arg-type]
+        target, options=CHANNEL_OPTIONS, interceptors=_INTERCEPTORS  # type: ignore[arg-type]
     )
 
 

@@ -1,15 +1,16 @@
 """Drain Envoy before it stops, so calls in flight finish and clients reconnect elsewhere.
 
-Envoy exits at once on SIGTERM, dropping what is in flight. Draining first (its admin
-`POST /drain_listeners?graceful`) makes it answer `Connection: close` on HTTP/1.1 and send GOAWAY on
-HTTP/2, and report 503 on `/ready`, while it still serves every request it has. `make run` drains
+Envoy exits at once on SIGTERM, dropping what is in flight. Draining first makes it report 503 on
+`/ready` (`POST /healthcheck/fail`; draining alone leaves `/ready` LIVE) and answer
+`Connection: close` on HTTP/1.1 and send GOAWAY on HTTP/2 (`POST /drain_listeners?graceful`),
+while it still serves every request it has. `make run` drains
 before stopping the stack (launcher.Stack.stop); the Helm chart's Envoy runs
 `python -m cairn.stack.drain` as its preStop hook, which drains and then waits out the preStop
 time so that the pod leaves the Service's endpoints before SIGTERM.
 
 | variable | default | meaning |
 |---|---|---|
-| `CAIRN_ENVOY_ADMIN_PORT` | `9901` | Envoy's admin port (on 127.0.0.1) |
+| `CAIRN_ENVOY_ADMIN_HOST`, `_PORT` | `127.0.0.1`, `9901` | Envoy's admin interface |
 | `CAIRN_ENVOY_DRAIN_SECONDS` | `5` | how long the preStop hook drains before Envoy gets SIGTERM |
 """
 
@@ -35,9 +36,11 @@ def envoy_drain_argv(seconds: float) -> list[str]:
 
 
 def start_draining(admin_url: str) -> None:
-    """Ask Envoy to drain its listeners; raises OSError when its admin does not answer."""
-    request = urllib.request.Request(f"{admin_url}/drain_listeners?graceful", method="POST")
-    urllib.request.urlopen(request, timeout=2).close()
+    """Ask Envoy to report not ready and drain its listeners; raises OSError when its admin does
+    not answer."""
+    for path in ("/healthcheck/fail", "/drain_listeners?graceful"):
+        request = urllib.request.Request(f"{admin_url}{path}", method="POST")
+        urllib.request.urlopen(request, timeout=2).close()
 
 
 def active_requests(admin_url: str) -> int:
@@ -67,7 +70,7 @@ def drain(admin_url: str, seconds: float, *, until_idle: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     del argv
     settings = Settings.from_env()
-    admin_url = f"http://127.0.0.1:{settings.envoy_admin_port}"
+    admin_url = f"http://{settings.envoy_admin_host}:{settings.envoy_admin_port}"
     try:
         drain(admin_url, settings.envoy_drain_seconds, until_idle=False)
     except OSError as err:

@@ -19,6 +19,7 @@ this process is replaced by Envoy, so Envoy receives the pod's signals directly.
 | `CAIRN_ENVOY_CONFIG` | `<CAIRN_RUN_DIR>/envoy.yaml` | where the rendered config is written |
 | `CAIRN_ENVOY_CONCURRENCY`, `CAIRN_ENVOY_LOG_LEVEL` | `2`, `warning` | Envoy's flags |
 | `CAIRN_ENVOY_DRAIN_SECONDS` | `5` | Envoy's `--drain-time-s` (the preStop hook drains this long) |
+| `CAIRN_ENVOY_ADMIN_HOST` | `127.0.0.1` | the admin interface's address (it can stop Envoy) |
 | `CAIRN_GRPC_MAX_MESSAGE_BYTES` | `67108864` | the transcoder's request/response body limit |
 
 Arguments after the module name are passed on to Envoy, e.g. `--mode validate` checks the config.
@@ -127,6 +128,7 @@ class EdgeSettings:
             stats_port=_port("CAIRN_ENVOY_STATS_PORT", settings.envoy_stats_port),
             otlp_collector=parse_address("CAIRN_OTLP_ENDPOINT", otlp) if otlp else None,
             trace_sample_ratio=settings.trace_sample_ratio,
+            admin_host=settings.envoy_admin_host,
         )
         config_path = Path(env.get("CAIRN_ENVOY_CONFIG") or settings.run_dir / "envoy.yaml")
         return cls(layout, config_path, concurrency, log_level, settings.envoy_drain_seconds)

@@ -203,8 +203,11 @@ class EnvoyLayout:
     max_body_bytes: int = 64 << 20
     # (host, port) of the ledger's WebSocket streams; None: no /v1/stream/ route at all
     ledger_ws: tuple[str, int] | None = None
-    # Prometheus text (the admin's /stats/prometheus) at http://<bind_host>:<stats_port>/metrics
+    # Prometheus text (the admin's /stats/prometheus) at http://<bind_host>:<stats_port>/metrics,
+    # and the admin's readiness at /ready
     stats_port: int = 9902
+    # The admin interface's address: loopback, since it can drain and stop Envoy.
+    admin_host: str = "127.0.0.1"
     # (host, port) of an OTLP/gRPC collector; None: no tracing in Envoy
     otlp_collector: tuple[str, int] | None = None
     trace_sample_ratio: float = 1.0
@@ -245,9 +248,10 @@ def render(layout: EnvoyLayout) -> str:
         clusters += _cluster(_CLUSTER, "otlp_collector", *layout.otlp_collector)
         tracing = _TRACING.format(percent=round(layout.trace_sample_ratio * 100, 4))
     # The stats listener reaches the admin interface; a wildcard bind is reached on loopback.
-    admin_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(layout.bind_host, layout.bind_host)
+    admin_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(layout.admin_host, layout.admin_host)
     return Template(TEMPLATE.read_text()).substitute(
         BIND_HOST=layout.bind_host,
+        ADMIN_HOST=layout.admin_host,
         HTTP_PORT=layout.http_port,
         ADMIN_PORT=layout.admin_port,
         ADMIN_CONNECT_HOST=admin_host,

@@ -304,6 +304,7 @@ class Stack:
             bind_host=s.bind_host,
             http_port=s.http_port,
             admin_port=s.envoy_admin_port,
+            admin_host=s.envoy_admin_host,
             descriptor_path=DESCRIPTOR,
             upstreams={name: (s.bind_host, s.grpc_port(name)) for name in SERVICES},
             ledger_ws=(s.bind_host, self.ledger_ws_port),
@@ -328,7 +329,7 @@ class Stack:
                         "admin /ready", timeout=60)
 
     def _admin_url(self, path: str) -> str:
-        return f"http://{self.settings.bind_host}:{self.settings.envoy_admin_port}{path}"
+        return f"http://{self.settings.envoy_admin_host}:{self.settings.envoy_admin_port}{path}"
 
     def supervise(self, stop: threading.Event, wake: threading.Event | None = None) -> str | None:
         """Restart every part that exits, with backoff, until `stop` is set (returns None) or a
@@ -428,7 +429,7 @@ class Stack:
             f"  Root token    : {s.root_token}  (also in {s.run_dir / 'root-token'})",
             f"  Redis         : {redacted_url(s.redis_url) or s.redis.describe()}"
             f"{self._redis_password_hint()}",
-            f"  Envoy admin   : http://{s.bind_host}:{s.envoy_admin_port}",
+            f"  Envoy admin   : http://{s.envoy_admin_host}:{s.envoy_admin_port}",
             *self.scrape_urls(),
             f"  Supervision   : a part that exits is restarted; {s.restart_limit} exits within "
             f"{s.restart_window_seconds:g} s stop the stack",

@@ -128,9 +128,16 @@ prometheus.io/path: /metrics
 {{- default (include "cairn.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{/* The Secret and key of the Redis URL. */}}
+{{/* Whether the services get CAIRN_REDIS_URL from a Secret (an external URL may carry a password). */}}
+{{- define "cairn.redisUrlFromSecret" -}}
+{{- if and (not .Values.redis.enabled) (or .Values.externalRedis.url .Values.externalRedis.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key of an external Redis URL. */}}
 {{- define "cairn.redisUrlSecretName" -}}
-{{- if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret -}}
+{{- if .Values.externalRedis.existingSecret -}}
 {{- .Values.externalRedis.existingSecret -}}
 {{- else -}}
 {{- include "cairn.fullname" . -}}-store
@@ -138,17 +145,50 @@ prometheus.io/path: /metrics
 {{- end -}}
 
 {{- define "cairn.redisUrlSecretKey" -}}
-{{- if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret -}}
+{{- if .Values.externalRedis.existingSecret -}}
 {{- .Values.externalRedis.existingSecretKey -}}
 {{- else -}}
 redis-url
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret and key of the Redis password (bundled: yours or the chart's; external: yours). */}}
+{{- define "cairn.redisPasswordSecretName" -}}
+{{- if .Values.redis.enabled -}}
+{{- default (printf "%s-store" (include "cairn.fullname" .)) .Values.redis.auth.existingSecret -}}
+{{- else -}}
+{{- .Values.externalRedis.passwordSecret.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cairn.redisPasswordSecretKey" -}}
+{{- if .Values.redis.enabled -}}
+{{- if .Values.redis.auth.existingSecret -}}{{ .Values.redis.auth.existingSecretPasswordKey }}{{- else -}}redis-password{{- end -}}
+{{- else -}}
+{{- .Values.externalRedis.passwordSecret.key -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the external Redis's CA certificate (empty: none), and where it is mounted. */}}
+{{- define "cairn.redisCaSecret" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.tls.enabled -}}
+{{- .Values.externalRedis.tls.caSecret.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cairn.redisCaDir" -}}/etc/cairn/redis-ca{{- end -}}
+
+{{/* The ledger's HS256 secret: your Secret or the chart's generated one. */}}
+{{- define "cairn.ledgerSecretName" -}}
+{{- default (printf "%s-ledger-jwt" (include "cairn.fullname" .)) .Values.ledger.auth.existingSecret -}}
+{{- end -}}
+
 {{/* The Secret holding the S3 access and secret key, with the two key names. */}}
 {{- define "cairn.s3SecretName" -}}
 {{- if and (not .Values.minio.enabled) .Values.externalS3.existingSecret -}}
 {{- .Values.externalS3.existingSecret -}}
+{{- else if and .Values.minio.enabled .Values.minio.auth.existingSecret -}}
+{{- .Values.minio.auth.existingSecret -}}
 {{- else -}}
 {{- include "cairn.fullname" . -}}-store
 {{- end -}}
@@ -157,6 +197,8 @@ redis-url
 {{- define "cairn.s3AccessKeyKey" -}}
 {{- if and (not .Values.minio.enabled) .Values.externalS3.existingSecret -}}
 {{- .Values.externalS3.accessKeyKey -}}
+{{- else if and .Values.minio.enabled .Values.minio.auth.existingSecret -}}
+{{- .Values.minio.auth.rootUserKey -}}
 {{- else -}}
 s3-access-key
 {{- end -}}
@@ -165,6 +207,8 @@ s3-access-key
 {{- define "cairn.s3SecretKeyKey" -}}
 {{- if and (not .Values.minio.enabled) .Values.externalS3.existingSecret -}}
 {{- .Values.externalS3.secretKeyKey -}}
+{{- else if and .Values.minio.enabled .Values.minio.auth.existingSecret -}}
+{{- .Values.minio.auth.rootPasswordKey -}}
 {{- else -}}
 s3-secret-key
 {{- end -}}
@@ -172,7 +216,9 @@ s3-secret-key
 
 {{/* Whether the chart's "-store" Secret has an S3 key pair to hand out. */}}
 {{- define "cairn.s3HasCredentials" -}}
-{{- if or .Values.minio.enabled .Values.externalS3.existingSecret .Values.externalS3.accessKey -}}
+{{- if .Values.minio.enabled -}}
+true
+{{- else if and (eq .Values.externalS3.credentials "static") (or .Values.externalS3.existingSecret .Values.externalS3.accessKey) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -185,8 +231,25 @@ names the value to fix.
 {{- if le (float64 .Values.terminationGracePeriodSeconds) (addf .Values.preStopSleepSeconds .Values.shutdownGraceSeconds) -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than preStopSleepSeconds + shutdownGraceSeconds (%v + %v): Kubernetes would kill pods while they drain" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds .Values.shutdownGraceSeconds) -}}
 {{- end -}}
-{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) -}}
-{{- fail "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" -}}
+{{- if not .Values.redis.enabled -}}
+{{- $r := .Values.externalRedis -}}
+{{- $ways := len (compact (list (or $r.url $r.existingSecret) (join "," $r.sentinel.hosts) (join "," $r.cluster.nodes))) -}}
+{{- if ne $ways 1 -}}
+{{- fail "redis.enabled is false: set exactly one of externalRedis.url (or externalRedis.existingSecret), externalRedis.sentinel.hosts and externalRedis.cluster.nodes" -}}
+{{- end -}}
+{{- if and $r.cluster.nodes $r.db -}}
+{{- fail "externalRedis.db: a Redis Cluster has only database 0" -}}
+{{- end -}}
+{{- end -}}
+{{- $auth := .Values.ledger.auth -}}
+{{- if and (has $auth.mode (list "rs256" "es256" "es512")) (not $auth.publicKey) (not $auth.existingSecret) -}}
+{{- fail (printf "ledger.auth.mode=%s: set ledger.auth.publicKey (PEM) or ledger.auth.existingSecret with the key %s" $auth.mode $auth.publicKeyKey) -}}
+{{- end -}}
+{{- if and (eq $auth.mode "jwks") (not $auth.jwksUrl) -}}
+{{- fail "ledger.auth.mode=jwks: set ledger.auth.jwksUrl" -}}
+{{- end -}}
+{{- if and (eq .Values.externalS3.credentials "iam") (or .Values.externalS3.accessKey .Values.externalS3.existingSecret) (not .Values.minio.enabled) -}}
+{{- fail "externalS3.credentials=iam takes no keys: unset externalS3.accessKey/secretKey/existingSecret" -}}
 {{- end -}}
 {{- if and (not .Values.minio.enabled) (not .Values.externalS3.endpoint) -}}
 {{- fail "minio.enabled is false: set externalS3.endpoint" -}}
@@ -219,8 +282,9 @@ names the value to fix.
 {{- end -}}
 
 {{/*
-Secret environment of a service container; pass (dict "ctx" $ "blobs" true) for the services that
-store blobs (only they get the S3 keys). Everything else comes from the shared ConfigMap.
+Secret environment of a service container; pass (dict "ctx" $ "blobs" true "ledger" true): the
+services that store blobs get the S3 keys, the ones that verify ledger JWTs (auth, ledger) the
+token key. Everything else comes from the shared ConfigMap.
 */}}
 {{- define "cairn.env" -}}
 {{- $ := .ctx -}}
@@ -234,11 +298,42 @@ store blobs (only they get the S3 keys). Everything else comes from the shared C
     secretKeyRef:
       name: {{ include "cairn.secretName" $ }}
       key: {{ $.Values.secrets.internalSecretKey }}
+{{- if include "cairn.redisUrlFromSecret" $ }}
 - name: CAIRN_REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "cairn.redisUrlSecretName" $ }}
       key: {{ include "cairn.redisUrlSecretKey" $ }}
+{{- end }}
+{{- if include "cairn.redisPasswordSecretName" $ }}
+- name: CAIRN_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cairn.redisPasswordSecretName" $ }}
+      key: {{ include "cairn.redisPasswordSecretKey" $ }}
+{{- end }}
+{{- if and (not $.Values.redis.enabled) $.Values.externalRedis.sentinel.hosts $.Values.externalRedis.sentinel.passwordSecret.name }}
+- name: CAIRN_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.externalRedis.sentinel.passwordSecret.name }}
+      key: {{ $.Values.externalRedis.sentinel.passwordSecret.key }}
+{{- end }}
+{{- if .ledger }}
+{{- if eq $.Values.ledger.auth.mode "hs256" }}
+- name: CAIRN_LEDGER_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cairn.ledgerSecretName" $ }}
+      key: {{ $.Values.ledger.auth.secretKey }}
+{{- else if and (has $.Values.ledger.auth.mode (list "rs256" "es256" "es512")) $.Values.ledger.auth.existingSecret }}
+- name: CAIRN_LEDGER_JWT_PUBLIC_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.ledger.auth.existingSecret }}
+      key: {{ $.Values.ledger.auth.publicKeyKey }}
+{{- end }}
+{{- end }}
 {{- if and .blobs (include "cairn.s3HasCredentials" $) }}
 - name: CAIRN_S3_ACCESS_KEY
   valueFrom:
@@ -266,4 +361,43 @@ lifecycle:
 {{/* Pod annotations that roll the pods when their configuration or generated secrets change. */}}
 {{- define "cairn.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/secrets: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end -}}
+
+
+{{/*
+Where a pod runs and how it pulls its image, the same for every workload (services, Envoy, Redis,
+MinIO, the test Pod); pass (dict "ctx" $ "component" "auth"). Topology spread keeps a component's
+replicas apart (values: topologySpread).
+*/}}
+{{- define "cairn.scheduling" -}}
+{{- $ := .ctx -}}
+{{- with $.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $component := .component -}}
+{{- if and $.Values.topologySpread.enabled $component }}
+topologySpreadConstraints:
+  {{- range $.Values.topologySpread.topologyKeys }}
+  - maxSkew: {{ $.Values.topologySpread.maxSkew }}
+    topologyKey: {{ . }}
+    whenUnsatisfiable: {{ $.Values.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "cairn.selectorLabels" (dict "ctx" $ "component" $component) | nindent 8 }}
+  {{- end }}
+{{- end }}
 {{- end -}}
