@@ -43,14 +43,25 @@ def test_dns_names_use_strict_dns_clusters() -> None:
     assert clusters["project"]["type"] == "STRICT_DNS"
 
 
-def test_stats_listener_serves_only_prometheus_text_from_the_admin() -> None:
+def test_stats_listener_serves_only_prometheus_text_and_readiness_from_the_admin() -> None:
     config = yaml.safe_load(render(layout()))
     stats = next(lis for lis in config["static_resources"]["listeners"] if lis["name"] == "stats")
     assert stats["address"]["socket_address"]["port_value"] == 9902
     manager = stats["filter_chains"][0]["filters"][0]["typed_config"]
-    (route,) = manager["route_config"]["virtual_hosts"][0]["routes"]
-    assert route == {"match": {"path": "/metrics"},
-                     "route": {"cluster": "envoy_admin", "prefix_rewrite": "/stats/prometheus"}}
+    metrics, ready = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert metrics == {"match": {"path": "/metrics"},
+                       "route": {"cluster": "envoy_admin", "prefix_rewrite": "/stats/prometheus"}}
+    assert ready == {"match": {"path": "/ready", "headers": [
+        {"name": ":method", "string_match": {"exact": "GET"}}]},
+        "route": {"cluster": "envoy_admin"}}
+
+
+def test_the_admin_interface_listens_on_loopback_only() -> None:
+    config = yaml.safe_load(render(replace(layout(), bind_host="0.0.0.0")))
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    (endpoint,) = clusters["envoy_admin"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
 def test_tracing_is_configured_only_with_a_collector() -> None:
