@@ -277,28 +277,6 @@ def test_every_pod_serves_prometheus_text_on_its_declared_metrics_port(
         assert wanted in families, (component, sorted(families)[:20])
 
 
-def test_envoys_pre_stop_hook_drains_it(chart_stack: ChartStack) -> None:
-    """The preStop command tells Envoy (through its loopback admin port) to drain: /ready on the
-    stats port turns 503, so the kubelet takes the pod out of the Service."""
-    rendered = chart_stack.rendered
-    spec = rendered.get("Deployment", f"{FULLNAME}-envoy")["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
-    command = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert command == ["python", "-m", "cairn.stack.drain",
-                       str(rendered.values["preStopSleepSeconds"])]
-    ready = f"http://127.0.0.1:{rendered.values['envoy']['statsPort']}/ready"
-    assert _http_status(ready) == 200
-    env = localize(container_env(rendered, spec), chart_stack.image, chart_stack.run_dir)
-    drained = subprocess.run([*chart_stack.argv({"command": command[:-1]}), "0"], env=env,
-                             cwd=chart_stack.image.app, capture_output=True, text=True,
-                             timeout=60, check=False)
-    assert drained.returncode == 0 and "drain started" in drained.stderr, drained.stderr
-    deadline = time.monotonic() + 10
-    while _http_status(ready) != 503:
-        assert time.monotonic() < deadline, "Envoy did not report draining"
-        time.sleep(0.1)
-
-
 def _http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -308,15 +286,43 @@ def _http_status(url: str) -> int:
 
 
 def test_every_pod_stops_on_sigterm_within_its_grace_period(chart_stack: ChartStack) -> None:
+    """The services first; then Envoy, after its preStop hook drained it (the kubelet runs the
+    hook, then SIGTERM): its /ready on the stats port must have turned 503 by then."""
     values = chart_stack.rendered.values
     # The kubelet runs the preStop sleep first; SIGTERM gets what is left of the grace period.
     grace = values["terminationGracePeriodSeconds"] - values["preStopSleepSeconds"]
-    for pod in chart_stack.pods.values():
+    services = [pod for name, pod in chart_stack.pods.items() if name != "envoy"]
+    stop(services, grace)
+    drain_envoy(chart_stack)
+    stop([chart_stack.pods["envoy"]], grace)
+
+
+def stop(pods: list[Pod], grace: float) -> None:
+    for pod in pods:
         pod.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    for pod in chart_stack.pods.values():
+    for pod in pods:
         try:
             code = pod.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{pod.name} still running {grace}s after SIGTERM")
+            pytest.fail(f"{pod.name} still running {grace}s after SIGTERM:\n{pod.log_tail()}")
         assert code == 0, f"{pod.name} exited {code}:\n{pod.log_tail()}"
+
+
+def drain_envoy(chart_stack: ChartStack) -> None:
+    """Run Envoy's preStop command (without its wait): Envoy fails its health check through the
+    loopback admin port and drains, so /ready on the stats port turns 503."""
+    rendered = chart_stack.rendered
+    spec = rendered.get("Deployment", f"{FULLNAME}-envoy")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == ["python", "-m", "cairn.stack.drain"]
+    ready = f"http://127.0.0.1:{rendered.values['envoy']['statsPort']}/ready"
+    assert _http_status(ready) == 200
+    env = localize(container_env(rendered, spec), chart_stack.image, chart_stack.run_dir)
+    env["CAIRN_ENVOY_DRAIN_SECONDS"] = "0.01"  # the kubelet would wait preStopSleepSeconds
+    drained = subprocess.run(chart_stack.argv({"command": command}), env=env,
+                             cwd=chart_stack.image.app, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert drained.returncode == 0, drained.stderr
+    assert _http_status(ready) == 503

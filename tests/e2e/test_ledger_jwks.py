@@ -30,7 +30,8 @@ RSA_KEY, EC_KEY = SigningKey.rs256("rsa-2026-01"), SigningKey.es256("ec-2026-01"
 def claims(party: str, **extra: Any) -> dict[str, Any]:
     return {"https://daml.com/ledger-api": {"ledgerId": "MyLedger", "applicationId": "jwks-e2e",
                                             "actAs": [party]},
-            "aud": AUDIENCE, "exp": int(time.time()) + 3600, **extra}
+            # Far enough ahead to outlive a long suite: parameters are built at collection.
+            "aud": AUDIENCE, "exp": int(time.time()) + 24 * 3600, **extra}
 
 
 @pytest.fixture(scope="module")
