@@ -147,12 +147,11 @@ def test_chart_environment_renders_dns_upstreams_for_every_service(
     }
     envoy = rendered.get("Deployment", f"{RELEASE}-cairn-envoy")["spec"]["template"]["spec"]
     declared = {p["name"]: p["containerPort"] for p in envoy["containers"][0]["ports"]}
-    expected = {"http": listeners["cairn"]["port_value"]}
-    if rendered.values["metrics"]["enabled"]:
-        # The pod declares (for the PodMonitor, annotations, NetworkPolicy) the stats listener,
-        # which also answers the kubelet's readiness probe (/ready).
-        expected["metrics"] = listeners["stats"]["port_value"]
-    assert declared == expected
+    # The stats listener also answers the kubelet's readiness probe (/ready); it is named
+    # "metrics" when Prometheus scrapes it (PodMonitor, annotations, NetworkPolicy).
+    stats = "metrics" if rendered.values["metrics"]["enabled"] else "stats"
+    assert declared == {"http": listeners["cairn"]["port_value"],
+                        stats: listeners["stats"]["port_value"]}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
