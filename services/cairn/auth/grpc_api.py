@@ -6,7 +6,6 @@ Account, Token and Login APIs (Envoy's ext_authz is in `ext_authz`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from cairn.auth.v1 import login_service_pb2 as login_pb
 from cairn.auth.v1 import login_service_pb2_grpc as login_grpc
 from cairn.auth.v1 import token_service_pb2 as token_pb
 from cairn.auth.v1 import token_service_pb2_grpc as token_grpc
+from cairn.runtime import jsonbody
 from cairn.runtime.errors import InvalidRequest, Unavailable
 from cairn.runtime.rest import is_rest, json_body
 
@@ -295,10 +295,7 @@ class TokenApi(token_grpc.TokenServiceServicer):
 
 def _json_string_body(raw: bytes) -> str:
     """Golem's device/complete body: the encodedSession as a JSON string."""
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("Invalid body: expected the encodedSession as a JSON string") from None
+    value = jsonbody.parse_request(raw, "Invalid body: ")
     if not isinstance(value, str):
         raise InvalidRequest("Invalid body: expected the encodedSession as a JSON string")
     return value

@@ -9,7 +9,6 @@ service never holds more than one ~1 MiB slice of an upload in memory while it a
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from cairn.component.uploads import (
     parse_files_permissions,
     read_multipart_form,
 )
+from cairn.runtime import jsonbody
 from cairn.runtime.errors import InvalidRequest, LimitExceeded, ServiceError
 
 COMPONENT_PARTS = frozenset({"component", "template"})
@@ -168,8 +168,8 @@ def parse_query(raw: str | None, *, field: str = "query") -> ComponentQuery:
     if raw is None:
         raise InvalidRequest.for_field(field, f"Missing required form field(s): {field}")
     try:
-        document = json.loads(raw)
-    except ValueError as err:
+        document = jsonbody.parse(raw)
+    except jsonbody.InvalidJson as err:
         raise InvalidRequest.for_field(field, f"Invalid {field}: not JSON ({err})") from None
     if not isinstance(document, dict):
         raise InvalidRequest.for_field(field, f"Invalid {field}: expected a JSON object")

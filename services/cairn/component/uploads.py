@@ -22,7 +22,6 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-import json
 import os
 import re
 import stat
@@ -50,6 +49,8 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 
 from cairn.blobstore import BlobStore
 from cairn.blobstore.blocking import BlockingCalls
+from cairn.runtime import jsonbody
+from cairn.runtime.errors import quote
 
 T = TypeVar("T")
 
@@ -519,9 +520,9 @@ def parse_component_type(value: str | None) -> ComponentType:
     text = value.strip()
     if text.startswith('"'):
         try:
-            text = json.loads(text)
-        except ValueError:
-            raise UploadError(f"Invalid componentType: {value!r}") from None
+            text = jsonbody.parse(text)
+        except jsonbody.InvalidJson:
+            raise UploadError(f"Invalid componentType: {quote(value)}") from None
     if text == "Durable":
         return "Durable"
     if text == "Ephemeral":
@@ -535,8 +536,8 @@ def parse_files_permissions(value: str | None) -> dict[str, FilePermissions]:
     if value is None or not value.strip():
         return {}
     try:
-        document = json.loads(value)
-    except ValueError as exc:
+        document = jsonbody.parse(value)
+    except jsonbody.InvalidJson as exc:
         raise UploadError(f"Invalid filesPermissions: not JSON ({exc})") from None
     values = document.get("values") if isinstance(document, dict) else None
     if not isinstance(values, list):

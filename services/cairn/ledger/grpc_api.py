@@ -45,6 +45,7 @@ from cairn.ledger.streams import (
 )
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from cairn.runtime import jsonbody
 from cairn.runtime.callers import bearer_secret
 from cairn.runtime.errors import InvalidRequest, Unauthenticated
 from cairn.runtime.rest import JSON_CONTENT_TYPE, dumps, is_rest, json_body
@@ -76,15 +77,7 @@ class LedgerCallers:
 # ---------------------------------------------------------------------- JSON helpers
 def parse_json(body: httpbody_pb2.HttpBody) -> Any:
     """The request's JSON, with numbers kept exact; 400 in the JSON API's words otherwise."""
-    try:
-        text = body.data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequest("JSON parser error: the request body is not UTF-8") from None
-    try:
-        return json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as err:
-        raise InvalidRequest(f"JSON parser error: {err.msg} at input index {err.pos} "
-                             f"(line {err.lineno}, position {err.colno})") from None
+    return jsonbody.parse_request(body.data, "JSON parser error: ", exact=True)
 
 
 def json_object(body: httpbody_pb2.HttpBody, what: str) -> dict[str, Any]:

@@ -30,7 +30,6 @@ import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -45,6 +44,7 @@ from cairn.ledger.packages import PackageRegistry, parse_template_ref, template_
 from cairn.ledger.query import Predicate, compile_query
 from cairn.ledger.service import require_readers
 from cairn.ledger.store import HistoryPruned, LedgerStore, LoggedTransaction, format_offset
+from cairn.runtime import jsonbody
 from cairn.runtime.errors import InvalidRequest, Unavailable
 
 DEFAULT_WS_PORT = 20055
@@ -162,16 +162,7 @@ def _reader_error(data: Any, cause: str) -> InvalidRequest:
 
 def parse_message(text: str | bytes) -> Any:
     """A client frame as JSON with exact decimals; 400 in the JSON API's words otherwise."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest("JSON parser error: the message is not UTF-8") from None
-    try:
-        return json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as err:
-        raise InvalidRequest(f"JSON parser error: {err.msg} at input index {err.pos} "
-                             f"(line {err.lineno}, position {err.colno})") from None
+    return jsonbody.parse_request(text, "JSON parser error: ", exact=True)
 
 
 def is_offset_message(data: Any) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import grpc
@@ -21,6 +20,7 @@ from cairn.project.v1 import project_grant_service_pb2 as grant_pb
 from cairn.project.v1 import project_grant_service_pb2_grpc as grant_grpc
 from cairn.project.v1 import project_service_pb2 as pb
 from cairn.project.v1 import project_service_pb2_grpc as pb_grpc
+from cairn.runtime import jsonbody
 from cairn.runtime.callers import CallerResolver
 from cairn.runtime.errors import InvalidRequest, Problems
 from cairn.runtime.rest import is_rest, json_body
@@ -130,10 +130,7 @@ PolicyFields = tuple[str | None, list[ProjectAction] | None]
 
 
 def _json_object(body: httpbody_pb2.HttpBody) -> dict[str, Any]:
-    try:
-        data = json.loads(body.data or b"null")
-    except ValueError as err:
-        raise InvalidRequest(f"Invalid JSON body: {err}") from None
+    data = jsonbody.parse_request(body.data or b"null", "Invalid JSON body: ")
     if not isinstance(data, dict):
         raise InvalidRequest("Invalid body: expected a JSON object")
     return data

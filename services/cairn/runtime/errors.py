@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 from cairn.runtime.redis import is_unavailable as redis_unavailable
 
 # A lone UTF-16 surrogate: not a Unicode scalar value, so not encodable as UTF-8.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # The longest error message sent: grpc-message and x-http-body travel as HTTP/2 headers, and an
 # over-long header list makes Envoy reset the stream (502/503) instead of passing the error on.
 MAX_MESSAGE_CHARS = 1000
@@ -34,7 +34,7 @@ QUOTE_CHARS = 64
 
 def safe_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """`text` fit for a message: lone surrogates replaced (U+FFFD), at most `limit` chars."""
-    text = _SURROGATE.sub("\ufffd", text)
+    text = LONE_SURROGATE.sub("\ufffd", text)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -174,6 +174,13 @@ class PermissionDenied(ServiceError):
 
 class LimitExceeded(ServiceError):
     http_status = 403
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class PayloadTooLarge(ServiceError):
+    """A request (body, upload, archive) over a size limit of the service itself."""
+
+    http_status = 413
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 

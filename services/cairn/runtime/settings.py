@@ -51,6 +51,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -115,6 +122,11 @@ class Settings:
     restart_window_seconds: float = 60.0
     # How long Envoy drains open connections on shutdown before it is stopped.
     envoy_drain_seconds: float = 5.0
+    # Limits on client JSON (cairn.runtime.jsonbody), checked before any other work.
+    json_max_bytes: int = 16 << 20
+    json_max_depth: int = 128
+    json_max_number_chars: int = 100
+    json_max_string_chars: int = 1 << 20
 
     def grpc_port(self, service: str) -> int:
         return self.grpc_ports[service]
@@ -168,6 +180,10 @@ class Settings:
             restart_limit=_int(env, "CAIRN_RESTART_LIMIT", 5),
             restart_window_seconds=_float(env, "CAIRN_RESTART_WINDOW_SECONDS", 60.0),
             envoy_drain_seconds=_float(env, "CAIRN_ENVOY_DRAIN_SECONDS", 5.0),
+            json_max_bytes=_positive_int(env, "CAIRN_JSON_MAX_BYTES", 16 << 20),
+            json_max_depth=_positive_int(env, "CAIRN_JSON_MAX_DEPTH", 128),
+            json_max_number_chars=_positive_int(env, "CAIRN_JSON_MAX_NUMBER_CHARS", 100),
+            json_max_string_chars=_positive_int(env, "CAIRN_JSON_MAX_STRING_CHARS", 1 << 20),
         )
 
     @property
