@@ -8,10 +8,14 @@ never through Envoy.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import uuid
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import httpx
@@ -150,3 +154,54 @@ def test_internal_rpcs_are_not_reachable_through_envoy(small_plan: RunningStack)
                                   metadata=admin)
         assert reply.principal.account_id == "root"
     uuid.UUID(small_plan.root_token)
+
+
+def _files_zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _usage(stack: RunningStack, account_id: str) -> auth_pb.ComponentUsage:
+    """The account's counted usage, read through the internal RPC with zero deltas."""
+    secret = (stack.run_dir / "internal-secret").read_text().strip()
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_ports['auth']}") as channel:
+        reply = auth_grpc.AuthServiceStub(channel).RecordComponentUsage(
+            auth_pb.RecordComponentUsageRequest(account_id=account_id),
+            metadata=as_caller(Principal(account_id), secret),
+        )
+    return reply.usage
+
+
+def test_initial_files_count_at_their_unpacked_size(
+    small_plan: RunningStack, shared_fixtures: Path
+) -> None:
+    """A small zip that unpacks past the plan's storage is refused, nothing counted or stored;
+    one that fits is counted at its unpacked size, not the zip's."""
+    account_id, client = new_account(small_plan, "files-metered")
+    wasm = (shared_fixtures / "golem" / "wasm" / "flags-service.wasm").read_bytes()
+    pattern = bytes(range(256)) * 4096  # 1 MiB that deflates ~250x, within the ratio limit
+
+    def create(name: str, files: bytes) -> httpx.Response:
+        return client.post("/v1/components", files={
+            "query": (None, json.dumps({"componentName": name}), "application/json"),
+            "component": ("c.wasm", wasm, "application/wasm"),
+            "files": ("files.zip", files, "application/zip"),
+        })
+
+    with client:
+        too_big = _files_zip({f"f{i}": pattern for i in range(6)})  # 6 MiB unpacked
+        assert len(too_big) < 100_000
+        refused = create("too-big", too_big)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"].startswith("Limit exceeded: Limit Exceeded: Storage limit")
+        usage = _usage(small_plan, account_id)
+        assert (usage.component_count, usage.storage_bytes) == (0, 0)
+        assert client.get("/v1/components").json() == []
+        fits = create("fits", _files_zip({"data/a": pattern, "data/b": pattern}))
+        assert fits.status_code == 200, fits.text
+        usage = _usage(small_plan, account_id)
+        assert usage.storage_bytes == len(wasm) + 2 * len(pattern)
+        assert usage.monthly_upload_bytes == len(wasm) + 2 * len(pattern)

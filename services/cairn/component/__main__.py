@@ -38,15 +38,18 @@ async def setup(settings: Settings, redis: aioredis.Redis) -> Wiring:
         ProjectGateway(settings.address("project"), settings.internal_secret),
         max_component_bytes=own.max_component_bytes,
         usage=UsageLedger(settings.address("auth"), settings.internal_secret),
+        archive_limits=own.archive_limits,
     )
     callers = CallerResolver(settings.internal_secret, settings.address("auth"))
     components = ComponentApi(
         service, callers,
         spool_dir=spool, max_files_archive_bytes=own.max_files_archive_bytes,
+        form_limits=own.form_limits,
     )
     templates = TemplateApi(
         service, callers,
         spool_dir=spool, max_files_archive_bytes=own.max_files_archive_bytes,
+        form_limits=own.form_limits,
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -39,7 +39,12 @@ from cairn.component.service import (
     FilesUpload,
     WasmUpload,
 )
-from cairn.component.uploads import TempFileSink, UploadError, parse_component_type
+from cairn.component.uploads import (
+    FormLimits,
+    TempFileSink,
+    UploadError,
+    parse_component_type,
+)
 from cairn.component.v1 import component_service_pb2 as pb
 from cairn.component.v1 import component_service_pb2_grpc as pb_grpc
 from cairn.component.v1 import template_service_pb2 as template_pb
@@ -74,10 +79,17 @@ def _component_type(raw: str | None) -> ComponentType | None:
 class _Uploads:
     """Spooling shared by both APIs; one `TempFileSink` per call, cleaned up at its end."""
 
-    def __init__(self, service: ComponentService, spool_dir: Path | None, files_limit: int):
+    def __init__(
+        self,
+        service: ComponentService,
+        spool_dir: Path | None,
+        files_limit: int,
+        form_limits: FormLimits,
+    ):
         self._service = service
         self._spool_dir = spool_dir
         self._files_limit = files_limit
+        self._form_limits = form_limits
 
     def sink(self) -> TempFileSink:
         limit = self._service.max_component_bytes
@@ -102,6 +114,7 @@ class _Uploads:
                     first, requests, sink,
                     text_parts={*query_parts, "name", "componentType", "filesPermissions"},
                     component_parts=component_parts,
+                    limits=self._form_limits,
                 )
                 query_part = next((p for p in query_parts if p in form.texts), None)
                 if query_part is None and "name" in form.texts:
@@ -142,6 +155,7 @@ class _Uploads:
                     first, requests, sink,
                     text_parts={"componentType", "filesPermissions"},
                     component_parts=("component",),
+                    limits=self._form_limits,
                 )
                 return await self._service.new_version(
                     caller,
@@ -248,10 +262,11 @@ class _VersionReplies:
         *,
         spool_dir: Path | None = None,
         max_files_archive_bytes: int = 500_000_000,
+        form_limits: FormLimits = FormLimits(),
     ) -> None:
         self._service = service
         self._callers = callers
-        self._uploads = _Uploads(service, spool_dir, max_files_archive_bytes)
+        self._uploads = _Uploads(service, spool_dir, max_files_archive_bytes, form_limits)
 
     @staticmethod
     def _rest_json(version: ComponentVersion) -> Any:

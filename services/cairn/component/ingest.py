@@ -15,6 +15,7 @@ from typing import Any
 
 from cairn.component.service import FilesUpload, WasmUpload, size_limit_exceeded
 from cairn.component.uploads import (
+    FormLimits,
     PartInfo,
     PartTooLarge,
     SpooledPart,
@@ -86,6 +87,7 @@ async def read_rest_form(
     *,
     text_parts: Collection[str],
     component_parts: Collection[str],
+    limits: FormLimits,
 ) -> UploadForm:
     """Parse a transcoded multipart/form-data upload."""
     try:
@@ -95,6 +97,8 @@ async def read_rest_form(
             binary_sink=sink,
             text_parts=text_parts,
             binary_parts={*component_parts, "files"},
+            max_text_part_size=limits.max_text_part_size,
+            max_parts=limits.max_parts,
         )
     except UploadError as err:
         raise upload_error(err) from None

@@ -47,7 +47,12 @@ from cairn.component.model import (
     parse_installation_id,
 )
 from cairn.component.store import ComponentGone, ComponentStore, Reservation, VersionConflict
-from cairn.component.uploads import InitialFilesArchive, UploadError
+from cairn.component.uploads import (
+    ArchiveLimits,
+    ArchiveTooLarge,
+    InitialFilesArchive,
+    UploadError,
+)
 from cairn.component.wasm import (
     InvalidComponent,
     analyse_component,
@@ -140,7 +145,7 @@ def _analyse_file(path: Path) -> _Analysed:
     return _Analysed(metadata_to_json(metadata), template_exports_to_json(metadata))
 
 
-def _load_archive(files: FilesUpload) -> InitialFilesArchive | None:
+def _load_archive(files: FilesUpload, limits: ArchiveLimits) -> InitialFilesArchive | None:
     """Blocking: validate the zip and hash its files; None when there is no zip."""
     if files.archive is None:
         if files.permissions:
@@ -150,7 +155,9 @@ def _load_archive(files: FilesUpload) -> InitialFilesArchive | None:
             )
         return None
     try:
-        return InitialFilesArchive.load(files.archive, files.permissions)
+        return InitialFilesArchive.load(files.archive, files.permissions, limits=limits)
+    except ArchiveTooLarge as err:
+        raise LimitExceeded(err.message) from None
     except UploadError as err:
         raise InvalidRequest(err.message) from None
 
@@ -165,6 +172,7 @@ class ComponentService:
         max_component_bytes: int,
         usage: UsageLedger | None = None,
         instance: str | None = None,
+        archive_limits: ArchiveLimits = ArchiveLimits(),
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -174,6 +182,7 @@ class ComponentService:
         self.max_component_bytes = max_component_bytes
         # This process, in the reservations of its uploads; its lease says it is alive.
         self.instance = instance or uuid.uuid4().hex
+        self._archive_limits = archive_limits
 
     # -- access ----------------------------------------------------------------------------
 
@@ -264,9 +273,10 @@ class ComponentService:
         component_id = str(uuid.uuid4())
         with await self._open_archive(files) as archive:
             # Everything the client could get wrong is checked; now count, store and commit.
+            # Initial files count at their unpacked size: that is what they occupy once stored.
+            size = wasm.size + _unpacked_size(archive)
             reservation = await self._count(
-                caller, owner, _blob_key(component_id), components=1, storage=wasm.size,
-                upload=wasm.size,
+                caller, owner, _blob_key(component_id), components=1, storage=size, upload=size,
             )
             try:
                 initial_files = await self._upload_files(archive)
@@ -313,9 +323,9 @@ class ComponentService:
         analysed = await asyncio.to_thread(_analyse_file, wasm.path)
         owner = latest.owner_account_id
         with await self._open_archive(files) as archive:
+            size = wasm.size + _unpacked_size(archive)
             reservation = await self._count(
-                caller, owner, _blob_key(latest.component_id), storage=wasm.size,
-                upload=wasm.size,
+                caller, owner, _blob_key(latest.component_id), storage=size, upload=size,
             )
             try:
                 new_files = await self._upload_files(archive)
@@ -363,14 +373,14 @@ class ComponentService:
             raise Conflict("The uploaded component changed while it was being stored")
         return key
 
-    @staticmethod
-    async def _open_archive(files: FilesUpload | None) -> contextlib.AbstractContextManager[
+    async def _open_archive(self, files: FilesUpload | None) -> contextlib.AbstractContextManager[
         InitialFilesArchive | None
     ]:
-        """The validated `files` zip (400 if it is not acceptable), to use in a `with`."""
+        """The validated `files` zip (400 if it is not acceptable, 403 over the size limit),
+        to use in a `with`."""
         if files is None:
             return contextlib.nullcontext()
-        archive = await asyncio.to_thread(_load_archive, files)
+        archive = await asyncio.to_thread(_load_archive, files, self._archive_limits)
         return contextlib.nullcontext() if archive is None else archive
 
     async def _upload_files(
@@ -571,6 +581,10 @@ class ComponentService:
             return previous.successor(rfc3339(utc_now()), installed_plugins=remaining)
 
         await self._commit_next(latest, change, "plugin-uninstalled")
+
+
+def _unpacked_size(archive: InitialFilesArchive | None) -> int:
+    return 0 if archive is None else sum(f.size for f in archive.files)
 
 
 def _require_installation(

@@ -15,6 +15,15 @@ from pathlib import Path
 
 from cairn.blobstore import BlobStore, blob_store_from_env
 from cairn.blobstore.metered import metered
+from cairn.component.uploads import (
+    DEFAULT_MAX_ARCHIVE_ENTRIES,
+    DEFAULT_MAX_ARCHIVE_SIZE,
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    DEFAULT_MAX_PARTS,
+    DEFAULT_MAX_TEXT_PART_SIZE,
+    ArchiveLimits,
+    FormLimits,
+)
 
 # Golem's hard per-upload limit: 50 MB (decimal, as Golem's plan_limit.rs checks it).
 DEFAULT_MAX_COMPONENT_BYTES = 50_000_000
@@ -41,6 +50,8 @@ class ComponentSettings:
 
     max_component_bytes: int = DEFAULT_MAX_COMPONENT_BYTES
     max_files_archive_bytes: int = DEFAULT_MAX_FILES_ARCHIVE_BYTES
+    archive_limits: ArchiveLimits = ArchiveLimits()
+    form_limits: FormLimits = FormLimits()
     # None: the system's temporary directory.
     spool_dir: Path | None = None
     blob_env: Mapping[str, str] | None = None
@@ -61,6 +72,23 @@ class ComponentSettings:
             ),
             max_files_archive_bytes=_positive_int(
                 env, "CAIRN_COMPONENT_MAX_FILES_BYTES", DEFAULT_MAX_FILES_ARCHIVE_BYTES
+            ),
+            archive_limits=ArchiveLimits(
+                max_total_size=_positive_int(
+                    env, "CAIRN_COMPONENT_MAX_FILES_UNPACKED_BYTES", DEFAULT_MAX_ARCHIVE_SIZE
+                ),
+                max_entries=_positive_int(
+                    env, "CAIRN_COMPONENT_MAX_FILES_ENTRIES", DEFAULT_MAX_ARCHIVE_ENTRIES
+                ),
+                max_ratio=_positive_int(
+                    env, "CAIRN_COMPONENT_MAX_FILES_RATIO", DEFAULT_MAX_COMPRESSION_RATIO
+                ),
+            ),
+            form_limits=FormLimits(
+                max_parts=_positive_int(env, "CAIRN_COMPONENT_MAX_FORM_PARTS", DEFAULT_MAX_PARTS),
+                max_text_part_size=_positive_int(
+                    env, "CAIRN_COMPONENT_MAX_FORM_FIELD_BYTES", DEFAULT_MAX_TEXT_PART_SIZE
+                ),
             ),
             spool_dir=Path(spool) if spool else None,
             blob_env=blob_env,

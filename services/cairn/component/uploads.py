@@ -50,7 +50,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from cairn.blobstore import BlobStore
 from cairn.blobstore.blocking import BlockingCalls
 from cairn.runtime import jsonbody
-from cairn.runtime.errors import quote
+from cairn.runtime.errors import LONE_SURROGATE, quote
 
 T = TypeVar("T")
 
@@ -68,9 +68,15 @@ BINARY_PARTS = frozenset({"component", "files", "template"})
 
 DEFAULT_MAX_TEXT_PART_SIZE = 64 * 1024
 DEFAULT_MAX_PARTS = 32
-# Golem's default plan allows 500 MB of storage per account; an archive cannot need more.
-DEFAULT_MAX_ARCHIVE_SIZE = 500_000_000
+# All the headers of one part (Content-Disposition, Content-Type): a name and a filename fit.
+MAX_PART_HEADER_BYTES = 16 * 1024
+# What one `files` zip may unpack to (its files are also counted against the plan's storage and
+# monthly upload limits), how many entries it may have, and how much an entry may inflate.
+DEFAULT_MAX_ARCHIVE_SIZE = 100_000_000
 DEFAULT_MAX_ARCHIVE_ENTRIES = 10_000
+DEFAULT_MAX_COMPRESSION_RATIO = 500
+# Entries up to this size may compress better than the ratio (a small file of zeros is no bomb).
+RATIO_EXEMPT_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20
 _WRITE_BATCH = 256 * 1024
 
@@ -126,7 +132,7 @@ class PartInfo:
 class _Begin:
     __slots__ = ("headers",)
 
-    def __init__(self, headers: dict[str, str]) -> None:
+    def __init__(self, headers: dict[str, bytes]) -> None:
         self.headers = headers
 
 
@@ -152,7 +158,10 @@ class _MultipartEvents:
         self._parts = 0
         self._header_field = bytearray()
         self._header_value = bytearray()
-        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        # Header values stay bytes: they are Latin-1 by the letter of RFC 7578 and UTF-8 in
+        # practice (browsers, curl), so only the parameters that matter are decoded, strictly.
+        self._headers: dict[str, bytes] = {}
         self._parser = MultipartParser(
             boundary,
             {
@@ -172,16 +181,26 @@ class _MultipartEvents:
         if self._parts > self._max_parts:
             raise UploadError(f"The form has more than {self._max_parts} parts")
         self._headers = {}
+        self._header_bytes = 0
+
+    def _count_header_bytes(self, count: int) -> None:
+        self._header_bytes += count
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise UploadError(
+                f"Malformed multipart body: a part's headers exceed {MAX_PART_HEADER_BYTES} bytes"
+            )
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_field += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
         name = self._header_field.decode("latin-1").strip().lower()
-        self._headers[name] = self._header_value.decode("utf-8", "replace").strip()
+        self._headers[name] = bytes(self._header_value).strip()
         self._header_field.clear()
         self._header_value.clear()
 
@@ -252,7 +271,7 @@ class MultipartPart:
             pass
 
 
-def _part_info(headers: Mapping[str, str]) -> PartInfo:
+def _part_info(headers: Mapping[str, bytes]) -> PartInfo:
     disposition = headers.get("content-disposition")
     if disposition is None:
         raise UploadError("Malformed multipart body: a part has no Content-Disposition header")
@@ -269,11 +288,20 @@ def _part_info(headers: Mapping[str, str]) -> PartInfo:
             "Malformed multipart body: a part's Content-Disposition is not form-data with a name"
         )
     filename = options.get(b"filename")
+    content_type = headers.get("content-type")
     return PartInfo(
-        name=name.decode("utf-8", "replace"),
-        filename=filename.decode("utf-8", "replace") if filename is not None else None,
-        content_type=headers.get("content-type"),
+        name=_header_text(name, "name"),
+        filename=None if filename is None else _header_text(filename, "filename"),
+        content_type=None if content_type is None else _header_text(content_type, "Content-Type"),
     )
+
+
+def _header_text(raw: bytes, what: str) -> str:
+    """A part header parameter as text: UTF-8 (which ASCII and what clients send are)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UploadError(f"Malformed multipart body: a part's {what} is not UTF-8 text") from None
 
 
 async def iter_multipart(
@@ -329,6 +357,14 @@ async def split_body_stream(
 
 
 BinarySink = Callable[[PartInfo, AsyncIterator[bytes]], Awaitable[T]]
+
+
+@dataclass(frozen=True, slots=True)
+class FormLimits:
+    """Bounds on a form's shape: how many parts, and how large each text part may be."""
+
+    max_parts: int = DEFAULT_MAX_PARTS
+    max_text_part_size: int = DEFAULT_MAX_TEXT_PART_SIZE
 
 
 @dataclass
@@ -567,20 +603,27 @@ def parse_files_permissions(value: str | None) -> dict[str, FilePermissions]:
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+# C0 and C1 control characters (NUL included) and DEL: never part of a file name.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _safe_relative_path(name: str, *, what: str) -> str:
     """Validate a relative `/`-separated path; raise UploadError naming `what` otherwise."""
     if not name:
         raise UploadError(f"Invalid {what}: empty path")
+    shown = repr(quote(name))
     if name.startswith("/") or _DRIVE.match(name):
-        raise UploadError(f"Invalid {what} {name!r}: absolute paths are not allowed")
-    if "\\" in name or "\x00" in name:
-        raise UploadError(f"Invalid {what} {name!r}: backslashes and NUL are not allowed")
-    if any(ord(c) < 0x20 for c in name):
-        raise UploadError(f"Invalid {what} {name!r}: control characters are not allowed")
+        raise UploadError(f"Invalid {what} {shown}: absolute paths are not allowed")
+    if "\\" in name:
+        raise UploadError(f"Invalid {what} {shown}: backslashes are not allowed")
+    if _CONTROL.search(name):
+        raise UploadError(f"Invalid {what} {shown}: NUL and control characters are not allowed")
+    if LONE_SURROGATE.search(name):
+        raise UploadError(f"Invalid {what} {shown}: the name is not valid Unicode")
     for segment in name.split("/"):
         if segment in ("", ".", ".."):
             raise UploadError(
-                f"Invalid {what} {name!r}: empty, '.' and '..' path segments are not allowed"
+                f"Invalid {what} {shown}: empty, '.' and '..' path segments are not allowed"
             )
     return name
 
@@ -605,6 +648,15 @@ class ArchiveLimits:
 
     max_total_size: int = DEFAULT_MAX_ARCHIVE_SIZE  # uncompressed bytes over all files
     max_entries: int = DEFAULT_MAX_ARCHIVE_ENTRIES  # directories included
+    max_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO  # uncompressed / compressed, per entry
+
+
+class ArchiveTooLarge(UploadError):
+    """The files unpack to more than the per-upload limit (a limit, not a malformed zip)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Initial files size limit exceeded (limit: {limit} bytes unpacked)")
+        self.limit = limit
 
 
 def _malformed(detail: str) -> UploadError:
@@ -643,9 +695,9 @@ class InitialFilesArchive:
         try:
             zip_file = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-            raise _malformed(f"not a zip archive ({exc})") from None
+            raise _malformed(f"not a zip archive ({quote(str(exc))})") from None
         except OSError as exc:
-            raise _malformed(f"cannot read the archive ({exc})") from None
+            raise _malformed(f"cannot read the archive ({quote(str(exc))})") from None
         try:
             entries = cls._validate_entries(zip_file, limits)
             unknown = sorted(set(permissions) - set(entries))
@@ -692,8 +744,10 @@ class InitialFilesArchive:
         for info in infos:
             try:
                 # Directories are not files, but a hostile name is rejected wherever it appears.
+                # zipfile cuts `filename` at a NUL (`safe\0/../x` reads as `safe`), so the name
+                # as stored is what is checked.
                 relative = _safe_relative_path(
-                    info.filename.rstrip("/") if info.is_dir() else info.filename,
+                    info.orig_filename.rstrip("/") if info.is_dir() else info.orig_filename,
                     what="archive entry",
                 )
             except UploadError as exc:
@@ -703,21 +757,28 @@ class InitialFilesArchive:
             path = "/" + relative
             mode = info.external_attr >> 16
             if info.create_system == 3 and stat.S_ISLNK(mode):
-                raise _malformed(f"{path} is a symbolic link, which is not supported")
+                raise _malformed(f"{quote(path)} is a symbolic link, which is not supported")
             if info.flag_bits & 0x1:
-                raise _malformed(f"{path} is encrypted")
+                raise _malformed(f"{quote(path)} is encrypted")
             if path in entries:
-                raise _malformed(f"{path} appears more than once")
+                raise _malformed(f"{quote(path)} appears more than once")
             entries[path] = info
             parts = relative.split("/")
             directories.update("/" + "/".join(parts[:i]) for i in range(1, len(parts)))
             declared_total += info.file_size
-            # Checked before inflating anything: a bomb announces its size in the directory.
+            # Checked before inflating anything: a bomb announces its size in the directory
+            # (one that lies is stopped while inflating, at the size it declared).
             if declared_total > limits.max_total_size:
-                raise _malformed(f"the files unpack to more than {limits.max_total_size} bytes")
+                raise ArchiveTooLarge(limits.max_total_size)
+            if (info.file_size > RATIO_EXEMPT_BYTES
+                    and info.file_size > limits.max_ratio * max(info.compress_size, 1)):
+                raise _malformed(
+                    f"{quote(path)} inflates more than {limits.max_ratio} times "
+                    f"({info.compress_size} to {info.file_size} bytes)"
+                )
         clashes = sorted(directories & set(entries))
         if clashes:
-            raise _malformed(f"{clashes[0]} is both a file and a directory")
+            raise _malformed(f"{quote(clashes[0])} is both a file and a directory")
         return entries
 
     @staticmethod
@@ -730,7 +791,9 @@ class InitialFilesArchive:
             size += len(chunk)
             # Counts the real output too, in case the directory lied about the sizes.
             if size > budget or size > info.file_size:
-                raise _malformed(f"/{info.filename} unpacks to more than its declared size")
+                raise _malformed(
+                    f"{quote('/' + info.filename)} unpacks to more than its declared size"
+                )
             digest.update(chunk)
         return digest.hexdigest(), size
 
@@ -746,7 +809,7 @@ class InitialFilesArchive:
             digest.update(chunk)
             yield chunk
         if digest.hexdigest() != file.key:
-            raise _malformed(f"{file.path} changed while it was being read")
+            raise _malformed(f"{quote(file.path)} changed while it was being read")
 
     async def content(
         self, file: InitialFile, chunk_size: int = _READ_CHUNK
@@ -804,7 +867,10 @@ def _read_entry(
                 yield chunk
     except NotImplementedError as exc:
         raise _malformed(
-            f"/{info.filename} uses an unsupported compression method ({exc})"
+            f"{quote('/' + info.filename)} uses an unsupported compression method "
+            f"({quote(str(exc))})"
         ) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError) as exc:
-        raise _malformed(f"/{info.filename} cannot be read ({exc})") from None
+        raise _malformed(
+            f"{quote('/' + info.filename)} cannot be read ({quote(str(exc))})"
+        ) from None

@@ -25,6 +25,7 @@ from cairn.blobstore import DiskBlobStore, read_bytes
 from cairn.component.uploads import (
     MALFORMED_ARCHIVE,
     ArchiveLimits,
+    ArchiveTooLarge,
     InitialFile,
     InitialFilesArchive,
     PartInfo,
@@ -566,10 +567,34 @@ async def test_a_path_that_is_both_file_and_directory_is_rejected() -> None:
 async def test_zip_bomb_over_the_declared_size_limit_is_rejected_before_inflating() -> None:
     bomb = _zip_bytes({"zeros-1": bytes(3_000_000), "zeros-2": bytes(3_000_000)})
     assert len(bomb) < 20_000
-    limits = ArchiveLimits(max_total_size=5_000_000)
-    with pytest.raises(UploadError) as raised:
+    limits = ArchiveLimits(max_total_size=5_000_000, max_ratio=10_000)
+    with pytest.raises(ArchiveTooLarge) as raised:
         await InitialFilesArchive.read(io.BytesIO(bomb), None, limits=limits)
-    assert raised.value.message == MALFORMED_ARCHIVE + "the files unpack to more than 5000000 bytes"
+    assert raised.value.message == (
+        "Initial files size limit exceeded (limit: 5000000 bytes unpacked)"
+    )
+
+
+async def test_an_entry_inflating_beyond_the_ratio_is_rejected_before_inflating() -> None:
+    bomb = _zip_bytes({"small-zeros": bytes(1_000_000), "zeros": bytes(3_000_000)})
+    with pytest.raises(UploadError) as raised:
+        await InitialFilesArchive.read(io.BytesIO(bomb), None, limits=ArchiveLimits(max_ratio=50))
+    assert raised.value.message.startswith(
+        MALFORMED_ARCHIVE + "/zeros inflates more than 50 times ("
+    )
+
+
+@pytest.mark.parametrize("name", ["safe\0/../../etc/x", "a\x01b", "tab\there", "del\x7f"])
+async def test_names_with_nul_or_control_characters_are_refused(name: str) -> None:
+    """zipfile reads `safe\\0/../../etc/x` as `safe`: the stored name is what is checked."""
+    placeholder = b"n" * len(name)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(placeholder.decode()), b"x")
+    data = buffer.getvalue().replace(placeholder, name.encode())
+    with pytest.raises(UploadError) as raised:
+        await InitialFilesArchive.read(io.BytesIO(data), None)
+    assert "NUL and control characters are not allowed" in raised.value.message
 
 
 def _understate_sizes(data: bytes, declared: int) -> bytes:
