@@ -48,7 +48,7 @@ from cairn.component.model import (
 )
 from cairn.component.store import ComponentGone, ComponentStore, Reservation, VersionConflict
 from cairn.component.uploads import (
-    ArchiveLimits,
+    DEFAULT_ARCHIVE_LIMITS,
     ArchiveTooLarge,
     InitialFilesArchive,
     UploadError,
@@ -60,6 +60,7 @@ from cairn.component.wasm import (
     template_exports_to_json,
 )
 from cairn.project.service import parse_project_id
+from cairn.runtime.archives import ArchiveLimits
 from cairn.runtime.errors import (
     AlreadyExists,
     Conflict,
@@ -172,7 +173,7 @@ class ComponentService:
         max_component_bytes: int,
         usage: UsageLedger | None = None,
         instance: str | None = None,
-        archive_limits: ArchiveLimits = ArchiveLimits(),
+        archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
     ) -> None:
         self._store = store
         self._blobs = blobs

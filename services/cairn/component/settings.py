@@ -16,14 +16,12 @@ from pathlib import Path
 from cairn.blobstore import BlobStore, blob_store_from_env
 from cairn.blobstore.metered import metered
 from cairn.component.uploads import (
-    DEFAULT_MAX_ARCHIVE_ENTRIES,
-    DEFAULT_MAX_ARCHIVE_SIZE,
-    DEFAULT_MAX_COMPRESSION_RATIO,
+    DEFAULT_ARCHIVE_LIMITS,
     DEFAULT_MAX_PARTS,
     DEFAULT_MAX_TEXT_PART_SIZE,
-    ArchiveLimits,
     FormLimits,
 )
+from cairn.runtime.archives import ArchiveLimits
 
 # Golem's hard per-upload limit: 50 MB (decimal, as Golem's plan_limit.rs checks it).
 DEFAULT_MAX_COMPONENT_BYTES = 50_000_000
@@ -50,7 +48,7 @@ class ComponentSettings:
 
     max_component_bytes: int = DEFAULT_MAX_COMPONENT_BYTES
     max_files_archive_bytes: int = DEFAULT_MAX_FILES_ARCHIVE_BYTES
-    archive_limits: ArchiveLimits = ArchiveLimits()
+    archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS
     form_limits: FormLimits = FormLimits()
     # None: the system's temporary directory.
     spool_dir: Path | None = None
@@ -75,13 +73,14 @@ class ComponentSettings:
             ),
             archive_limits=ArchiveLimits(
                 max_total_size=_positive_int(
-                    env, "CAIRN_COMPONENT_MAX_FILES_UNPACKED_BYTES", DEFAULT_MAX_ARCHIVE_SIZE
+                    env, "CAIRN_COMPONENT_MAX_FILES_UNPACKED_BYTES",
+                    DEFAULT_ARCHIVE_LIMITS.max_total_size,
                 ),
                 max_entries=_positive_int(
-                    env, "CAIRN_COMPONENT_MAX_FILES_ENTRIES", DEFAULT_MAX_ARCHIVE_ENTRIES
+                    env, "CAIRN_COMPONENT_MAX_FILES_ENTRIES", DEFAULT_ARCHIVE_LIMITS.max_entries
                 ),
                 max_ratio=_positive_int(
-                    env, "CAIRN_COMPONENT_MAX_FILES_RATIO", DEFAULT_MAX_COMPRESSION_RATIO
+                    env, "CAIRN_COMPONENT_MAX_FILES_RATIO", DEFAULT_ARCHIVE_LIMITS.max_ratio
                 ),
             ),
             form_limits=FormLimits(

@@ -49,7 +49,8 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 
 from cairn.blobstore import BlobStore
 from cairn.blobstore.blocking import BlockingCalls
-from cairn.runtime import jsonbody
+from cairn.runtime import archives, jsonbody
+from cairn.runtime.archives import ArchiveLimits, ArchiveRefused, check_directory
 from cairn.runtime.errors import LONE_SURROGATE, quote
 
 T = TypeVar("T")
@@ -72,11 +73,7 @@ DEFAULT_MAX_PARTS = 32
 MAX_PART_HEADER_BYTES = 16 * 1024
 # What one `files` zip may unpack to (its files are also counted against the plan's storage and
 # monthly upload limits), how many entries it may have, and how much an entry may inflate.
-DEFAULT_MAX_ARCHIVE_SIZE = 100_000_000
-DEFAULT_MAX_ARCHIVE_ENTRIES = 10_000
-DEFAULT_MAX_COMPRESSION_RATIO = 500
-# Entries up to this size may compress better than the ratio (a small file of zeros is no bomb).
-RATIO_EXEMPT_BYTES = 1 << 20
+DEFAULT_ARCHIVE_LIMITS = ArchiveLimits()
 _READ_CHUNK = 1 << 20
 _WRITE_BATCH = 256 * 1024
 
@@ -642,15 +639,6 @@ class InitialFile:
         return {"key": self.key, "path": self.path, "permissions": self.permissions}
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveLimits:
-    """Bounds that keep a hostile zip (a "zip bomb") from exhausting disk, memory or time."""
-
-    max_total_size: int = DEFAULT_MAX_ARCHIVE_SIZE  # uncompressed bytes over all files
-    max_entries: int = DEFAULT_MAX_ARCHIVE_ENTRIES  # directories included
-    max_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO  # uncompressed / compressed, per entry
-
-
 class ArchiveTooLarge(UploadError):
     """The files unpack to more than the per-upload limit (a limit, not a malformed zip)."""
 
@@ -687,7 +675,7 @@ class InitialFilesArchive:
         source: Path | IO[bytes],
         permissions: Mapping[str, FilePermissions],
         *,
-        limits: ArchiveLimits = ArchiveLimits(),
+        limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
     ) -> InitialFilesArchive:
         """Validate the archive and hash its files (blocking: reads every entry once)."""
         if not isinstance(source, Path) and not source.seekable():
@@ -725,7 +713,7 @@ class InitialFilesArchive:
         source: Path | IO[bytes],
         files_permissions: str | None,
         *,
-        limits: ArchiveLimits = ArchiveLimits(),
+        limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
     ) -> InitialFilesArchive:
         """Parse `filesPermissions` JSON, then validate and hash the archive in a worker thread."""
         permissions = parse_files_permissions(files_permissions)
@@ -736,11 +724,15 @@ class InitialFilesArchive:
         zip_file: zipfile.ZipFile, limits: ArchiveLimits
     ) -> dict[str, zipfile.ZipInfo]:
         infos = zip_file.infolist()
-        if len(infos) > limits.max_entries:
-            raise _malformed(f"more than {limits.max_entries} entries")
+        # Checked before inflating anything: a bomb announces its sizes in the directory.
+        try:
+            check_directory(infos, limits)
+        except archives.ArchiveTooLarge as exc:
+            raise ArchiveTooLarge(exc.limit) from None
+        except ArchiveRefused as exc:
+            raise _malformed(str(exc)) from None
         entries: dict[str, zipfile.ZipInfo] = {}
         directories: set[str] = set()
-        declared_total = 0
         for info in infos:
             try:
                 # Directories are not files, but a hostile name is rejected wherever it appears.
@@ -765,17 +757,6 @@ class InitialFilesArchive:
             entries[path] = info
             parts = relative.split("/")
             directories.update("/" + "/".join(parts[:i]) for i in range(1, len(parts)))
-            declared_total += info.file_size
-            # Checked before inflating anything: a bomb announces its size in the directory
-            # (one that lies is stopped while inflating, at the size it declared).
-            if declared_total > limits.max_total_size:
-                raise ArchiveTooLarge(limits.max_total_size)
-            if (info.file_size > RATIO_EXEMPT_BYTES
-                    and info.file_size > limits.max_ratio * max(info.compress_size, 1)):
-                raise _malformed(
-                    f"{quote(path)} inflates more than {limits.max_ratio} times "
-                    f"({info.compress_size} to {info.file_size} bytes)"
-                )
         clashes = sorted(directories & set(entries))
         if clashes:
             raise _malformed(f"{quote(clashes[0])} is both a file and a directory")

@@ -41,7 +41,7 @@ class LedgerApp:
         store = LedgerStore(redis, max_deduplication_seconds=settings.max_deduplication_seconds)
         await migrate_legacy_keys(redis, store)
         blobs = settings.blob_store()
-        packages = PackageRegistry(store, blobs, settings.max_dar_bytes)
+        packages = PackageRegistry(store, blobs, settings.max_dar_bytes, settings.dar_limits)
         await packages.refresh()
         feed_store = LedgerStore(feed_redis)
         feed = LedgerFeed(feed_redis, feed_store, QueryStore(settings.query_store_max_contracts),

@@ -21,9 +21,10 @@ from cairn.blobstore.errors import BlobNotFound
 from cairn.blobstore.port import BlobReader, BlobStore, iter_bytes, read_bytes
 from cairn.ledger.codec import JsonCodec
 from cairn.ledger.lf.ast import Identifier, Package
-from cairn.ledger.lf.dar import Dar, DarError, load_dar
+from cairn.ledger.lf.dar import DAR_LIMITS, Dar, DarError, load_dar
 from cairn.ledger.lf.engine import Engine
 from cairn.ledger.store import LedgerStore
+from cairn.runtime.archives import ArchiveLimits
 from cairn.runtime.errors import InvalidRequest, NotFound
 
 PACKAGE_ID_LENGTH = 64
@@ -69,10 +70,12 @@ def template_id_text(template_id: Identifier) -> str:
 class PackageRegistry:
     """The packages this ledger knows: uploads, listing, DALF downloads and id resolution."""
 
-    def __init__(self, store: LedgerStore, blobs: BlobStore, max_dar_bytes: int) -> None:
+    def __init__(self, store: LedgerStore, blobs: BlobStore, max_dar_bytes: int,
+                 dar_limits: ArchiveLimits = DAR_LIMITS) -> None:
         self._store = store
         self._blobs = blobs
         self._max_dar_bytes = max_dar_bytes
+        self._dar_limits = dar_limits
         self.engine = Engine()
         self.codec = JsonCodec(self.engine.packages)
         # (module, entity) -> ids of the loaded packages that define that template.
@@ -98,7 +101,7 @@ class PackageRegistry:
                 f"Invalid DAR: {len(data)} bytes exceeds the limit of {self._max_dar_bytes}")
         try:
             # Decoding a large DAR takes a while; keep the event loop serving other calls.
-            dar = await asyncio.to_thread(load_dar, data)
+            dar = await asyncio.to_thread(load_dar, data, self._dar_limits)
         except DarError as err:
             raise InvalidRequest(str(err)) from None
         dar_key = dar_blob_key(hashlib.sha256(data).hexdigest())

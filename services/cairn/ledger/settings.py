@@ -6,6 +6,9 @@
 | `CAIRN_LEDGER_AUTH`, `_JWT_*`, `_JWKS_*` | `sandbox` | token checks (`cairn.auth.ledger_jwt`) |
 | `CAIRN_BLOB_DIR` | `<CAIRN_RUN_DIR>/blobs` | blob directory (when no `CAIRN_S3_ENDPOINT` is set) |
 | `CAIRN_LEDGER_MAX_DAR_BYTES` | `67108864` | largest DAR accepted by `POST /v1/packages` |
+| `CAIRN_LEDGER_MAX_DAR_UNPACKED_BYTES` | `268435456` | most a DAR may unpack to |
+| `CAIRN_LEDGER_MAX_DAR_ENTRIES` | `10000` | most entries a DAR's zip may have |
+| `CAIRN_LEDGER_MAX_DAR_RATIO` | `500` | most an entry over 1 MiB may inflate (unpacked / packed) |
 | `CAIRN_LEDGER_LOG_MAX_TRANSACTIONS` | `100000` | transactions the log keeps (0: no limit) |
 | `CAIRN_LEDGER_LOG_MAX_AGE_SECONDS` | `0` | age at which transactions leave the log (0: none) |
 | `CAIRN_LEDGER_PRUNE_INTERVAL_SECONDS` | `60` | how often a replica applies the retention |
@@ -28,7 +31,9 @@ from cairn.blobstore.factory import blob_store_from_env
 from cairn.blobstore.metered import metered
 from cairn.blobstore.port import BlobStore
 from cairn.ledger.feed import Retention
+from cairn.ledger.lf.dar import DAR_LIMITS
 from cairn.ledger.store import DEFAULT_MAX_DEDUPLICATION_SECONDS
+from cairn.runtime.archives import ArchiveLimits
 
 DEFAULT_MAX_DAR_BYTES = 64 << 20
 DEFAULT_CONSISTENCY_TIMEOUT_SECONDS = 10.0
@@ -58,6 +63,7 @@ class LedgerSettings:
     query_store_max_contracts: int = 0
     consistency_timeout_seconds: float = DEFAULT_CONSISTENCY_TIMEOUT_SECONDS
     max_deduplication_seconds: int = DEFAULT_MAX_DEDUPLICATION_SECONDS
+    dar_limits: ArchiveLimits = DAR_LIMITS
 
     @property
     def ledger_id(self) -> str:
@@ -100,4 +106,13 @@ class LedgerSettings:
             max_deduplication_seconds=int(_number(env, "CAIRN_LEDGER_MAX_DEDUPLICATION_SECONDS",
                                                   DEFAULT_MAX_DEDUPLICATION_SECONDS,
                                                   integer=True, positive=True)),
+            dar_limits=ArchiveLimits(
+                max_total_size=int(_number(env, "CAIRN_LEDGER_MAX_DAR_UNPACKED_BYTES",
+                                           DAR_LIMITS.max_total_size, integer=True,
+                                           positive=True)),
+                max_entries=int(_number(env, "CAIRN_LEDGER_MAX_DAR_ENTRIES",
+                                        DAR_LIMITS.max_entries, integer=True, positive=True)),
+                max_ratio=int(_number(env, "CAIRN_LEDGER_MAX_DAR_RATIO", DAR_LIMITS.max_ratio,
+                                      integer=True, positive=True)),
+            ),
         )

@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import random
 import re
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from cairn.ledger.lf import dar as dar_module
 from cairn.ledger.lf.ast import PrimType, TBuiltin, TNat
 from cairn.ledger.lf.dar import Dar, DarError, decode_dalf, load_dar, parse_manifest
 from cairn.ledger.lf.decode import DecodeError
+from cairn.runtime.archives import ArchiveLimits
 
 SUPPORTED_DARS = [
     "test-1.6.dar", "test-1.7.dar", "test-1.8.dar", "test-1.11.dar", "test-1.12.dar",
@@ -176,13 +179,36 @@ def test_manifest_continuation_lines() -> None:
     assert parsed["Dalfs"] == "x.dalf, y.dalf"
 
 
-def test_uncompressed_size_is_bounded(shared_fixtures: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from cairn.ledger.lf import dar as dar_module
+def test_uncompressed_size_and_entries_are_bounded(shared_fixtures: Path) -> None:
+    data = (shared_fixtures / "daml" / "test-1.15.dar").read_bytes()
+    with pytest.raises(DarError, match="Invalid DAR: the archive unpacks to more than 1000 bytes"):
+        load_dar(data, ArchiveLimits(max_total_size=1000))
+    with pytest.raises(DarError, match="Invalid DAR: more than 1 entries"):
+        load_dar(data, ArchiveLimits(max_entries=1))
 
-    monkeypatch.setattr(dar_module, "MAX_UNCOMPRESSED_BYTES", 1000)
-    with pytest.raises(DarError, match="too large when uncompressed"):
-        _load(shared_fixtures, "test-1.15.dar")
+
+def test_damaged_dars_are_always_dar_errors(shared_fixtures: Path) -> None:
+    """Bit flips, truncations and overwritten runs: every failure is a DarError (a 400)."""
+    rng = random.Random(8)
+    dars = [(shared_fixtures / "daml" / name).read_bytes()
+            for name in ("test-1.15.dar", "test-1.6.dar",
+                         "dummy-daml-app-0.0.1-sdk_1_3_0-lf_1_8.dar")]
+    for _ in range(150):
+        data = bytearray(rng.choice(dars))
+        where = rng.randrange(len(data))
+        match rng.randrange(3):
+            case 0:
+                data[where] ^= 1 << rng.randrange(8)
+            case 1:
+                del data[where:]
+            case _:
+                data[where:where + 16] = rng.randbytes(16)
+        dar_module._PACKAGE_CACHE.clear()
+        try:
+            load_dar(bytes(data))
+        except DarError as err:
+            assert len(str(err)) < 400
+
 
 
 def _archive(payload: bytes) -> bytes:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from cairn.ledger.lf.ast import Package
 from cairn.ledger.lf.decode import DecodeError, decode_package
 from cairn.ledger.lf.wire import Msg, WireError
+from cairn.runtime.archives import ZIP_ERRORS, ArchiveLimits, ArchiveRefused, check_directory
+from cairn.runtime.errors import quote
 
 # The range Cairn promises (LF 1.6-1.15: what Daml 2.x SDKs emit). 1.17 decodes with the same
 # schema, but its upgrade semantics are not implemented, so it is refused rather than half-run;
@@ -23,8 +25,8 @@ from cairn.ledger.lf.wire import Msg, WireError
 SUPPORTED_LF_MINORS = ("6", "7", "8", "11", "12", "13", "14", "15")
 SUPPORTED_LF_TEXT = "1.6, 1.7, 1.8, 1.11, 1.12, 1.13, 1.14, 1.15"
 MAX_DAR_BYTES = 256 * 1024 * 1024
-# Bound on the uncompressed content, so a small zip cannot expand without limit.
-MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
+# Bounds on the zip (`CAIRN_LEDGER_MAX_DAR_*`), so a small DAR cannot expand without limit.
+DAR_LIMITS = ArchiveLimits(max_total_size=256 << 20)
 
 # Decoded packages, shared by every DAR that contains them (a package id names its content).
 _PACKAGE_CACHE: dict[str, Package] = {}
@@ -61,7 +63,7 @@ def parse_manifest(text: str) -> dict[str, str]:
             continue
         key, sep, value = raw_line.partition(":")
         if not sep:
-            raise DarError(f"Invalid DAR manifest line: {raw_line!r}")
+            raise DarError(f"Invalid DAR manifest line: {quote(raw_line)!r}")
         last_key = key.strip()
         entries[last_key] = value.strip()
     return entries
@@ -108,19 +110,32 @@ def decode_dalf(data: bytes, *, where: str = "DALF") -> Package:
     return package
 
 
-def load_dar(data: bytes) -> Dar:
-    """Validate and decode a DAR. Raises `DarError` with a client-facing message."""
+def load_dar(data: bytes, limits: ArchiveLimits = DAR_LIMITS) -> Dar:
+    """Validate and decode a DAR. Raises `DarError` with a client-facing message.
+
+    Any damage to the zip (a flipped bit, a truncation) is a DarError, never another exception:
+    the caller answers 400 and stores nothing.
+    """
     if len(data) > MAX_DAR_BYTES:
         raise DarError(f"DAR is too large ({len(data)} bytes; limit {MAX_DAR_BYTES})")
+    try:
+        return _load_zip(data, limits)
+    except DarError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise DarError(f"Invalid DAR: the archive is damaged ({quote(str(exc))})") from None
+
+
+def _load_zip(data: bytes, limits: ArchiveLimits) -> Dar:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise DarError("Invalid DAR: not a zip archive") from None
     with archive:
-        uncompressed = sum(info.file_size for info in archive.infolist())
-        if uncompressed > MAX_UNCOMPRESSED_BYTES:
-            raise DarError(f"DAR is too large when uncompressed ({uncompressed} bytes; limit "
-                           f"{MAX_UNCOMPRESSED_BYTES})")
+        try:
+            check_directory(archive.infolist(), limits)
+        except ArchiveRefused as exc:
+            raise DarError(f"Invalid DAR: {exc}") from None
         names = set(archive.namelist())
         if "META-INF/MANIFEST.MF" not in names:
             raise DarError("Invalid DAR: missing META-INF/MANIFEST.MF")
@@ -129,7 +144,7 @@ def load_dar(data: bytes) -> Dar:
         except UnicodeDecodeError:
             raise DarError("Invalid DAR: META-INF/MANIFEST.MF is not UTF-8") from None
         if manifest.get("Format", "daml-lf") != "daml-lf":
-            raise DarError(f"Invalid DAR: unsupported format {manifest['Format']!r}")
+            raise DarError(f"Invalid DAR: unsupported format {quote(manifest['Format'])!r}")
         main = manifest.get("Main-Dalf")
         if not main:
             raise DarError("Invalid DAR: manifest has no Main-Dalf entry")
@@ -140,12 +155,9 @@ def load_dar(data: bytes) -> Dar:
         main_id = None
         for name in dalfs:
             if name not in names:
-                raise DarError(f"Invalid DAR: manifest lists {name} but the archive lacks it")
-            try:
-                content = archive.read(name)
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise DarError(f"Invalid DAR: cannot read {name}: {exc}") from None
-            package = decode_dalf(content, where=name)
+                raise DarError(f"Invalid DAR: manifest lists {quote(name)} but the archive "
+                               f"lacks it")
+            package = decode_dalf(archive.read(name), where=quote(name))
             packages[package.package_id] = package
             if name == main:
                 main_id = package.package_id
