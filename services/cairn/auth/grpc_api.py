@@ -419,10 +419,7 @@ class AccountSummaryApi(account_grpc.AccountSummaryServiceServicer):
 
 def _fuel_updates(body: bytes) -> dict[str, int]:
     """Golem's BatchUpdateResourceLimits JSON: `{"updates": {"<account id>": <int64>}}`."""
-    try:
-        data = json.loads(body or b"null")
-    except ValueError as err:
-        raise InvalidRequest(f"Invalid JSON body: {err}") from None
+    data = jsonbody.parse_request(body or b"null", "Invalid JSON body: ")
     updates = data.get("updates") if isinstance(data, dict) else None
     if not isinstance(data, dict) or "updates" not in data:
         raise InvalidRequest.for_field("updates", "Missing field: updates")

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cairn.auth.ext_authz import Allow, Deny, HttpRequest, PathMatcher, RequestAuthorizer
 from cairn.runtime.callers import bearer_secret
-from cairn.runtime.errors import Unauthenticated, Unavailable
+from cairn.runtime.errors import Unauthenticated, Unavailable, quote
 
 CLAIMS_NAMESPACE = "https://daml.com/ledger-api"
 CLAIMS_HEADER = "x-cairn-ledger-claims"
@@ -271,13 +271,15 @@ class LedgerTokenPolicy:
             raise Unavailable(JWKS_UNAVAILABLE) from None
         except jwt.PyJWKClientError as err:
             if "Unable to find a signing key" in str(err):
-                raise TokenError(f"Invalid access token: no key with id {kid!r} in the "
+                raise TokenError(f"Invalid access token: no key with id {quote(kid)!r} in the "
                                  "ledger's JWKS") from None
             raise Unavailable(JWKS_UNAVAILABLE) from None  # the set itself is unusable
         except jwt.PyJWKError:
             raise Unavailable(JWKS_UNAVAILABLE) from None
         if jwk.algorithm_name not in JWKS_ALGORITHMS:
-            raise TokenError(f"Invalid access token: key {kid!r} is not a public signing key")
+            raise TokenError(
+                f"Invalid access token: key {quote(kid)!r} is not a public signing key"
+            )
         return jwk.key, [jwk.algorithm_name]
 
     async def _payload(self, token: str) -> dict[str, Any]:
@@ -302,7 +304,7 @@ class LedgerTokenPolicy:
         except jwt.InvalidIssuerError:
             raise TokenError("Invalid access token: unexpected issuer (iss)") from None
         except jwt.InvalidAlgorithmError:
-            raise TokenError(f"Invalid access token: alg {_alg(token)!r} is not accepted "
+            raise TokenError(f"Invalid access token: alg {quote(repr(_alg(token)))} is not accepted "
                              f"(CAIRN_LEDGER_AUTH={self.mode})") from None
         except jwt.InvalidSignatureError:
             raise TokenError("Invalid access token: signature does not verify") from None

@@ -21,7 +21,7 @@ import httpx
 from cairn.auth.service import IssuedToken, TokenService
 from cairn.auth.settings import AuthSettings, OAuth2Provider
 from cairn.auth.store import Account, AuthStore, Token
-from cairn.runtime.errors import Conflict, Internal, InvalidRequest, Unauthenticated
+from cairn.runtime.errors import Conflict, Internal, InvalidRequest, Unauthenticated, quote
 from cairn.runtime.timefmt import rfc3339, utc_now
 
 LOGINS_DISABLED = "Logins are disabled by configuration"
@@ -211,7 +211,7 @@ class LoginService:
         if raw.lower() not in PROVIDERS:
             expected = ", ".join(PROVIDERS)
             raise InvalidRequest.for_field(
-                "provider", f"Invalid provider: {raw!r}; expected one of {expected}")
+                "provider", f"Invalid provider: {quote(raw)!r}; expected one of {expected}")
 
     async def _issue_for(self, user: ExternalUser) -> IssuedToken:
         candidate = Account(str(uuid.uuid4()), user.name, user.email, self._settings.plan.plan_id)

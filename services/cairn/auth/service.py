@@ -29,6 +29,7 @@ from cairn.runtime.errors import (
     PermissionDenied,
     Problems,
     Unauthenticated,
+    quote,
 )
 from cairn.runtime.principal import Principal
 from cairn.runtime.timefmt import parse_rfc3339, rfc3339
@@ -114,14 +115,14 @@ def _validate_account_data(name: str, email: str) -> None:
         problems.add("name", "Account name must not be empty")
     local, at, domain = email.partition("@")
     if not (local and at and domain) or any(c.isspace() for c in email):
-        problems.add("email", f"Invalid email: {email!r}")
+        problems.add("email", f"Invalid email: {quote(email)!r}")
     problems.raise_if_any()
 
 
 def parse_role(raw: str) -> str:
     if raw not in ROLES:
         raise InvalidRequest.for_field(
-            "role", f"Invalid role: {raw!r}; expected one of {', '.join(ROLES)}")
+            "role", f"Invalid role: {quote(raw)!r}; expected one of {', '.join(ROLES)}")
     return raw
 
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from cairn.runtime.errors import InvalidRequest, Problems
+from cairn.runtime.errors import InvalidRequest, Problems, quote
 
 ComponentType = Literal["Durable", "Ephemeral"]
 FilePermissions = Literal["read-only", "read-write"]
@@ -28,7 +28,7 @@ def parse_component_id(raw: str) -> str:
         return str(uuid.UUID(raw))
     except ValueError:
         raise InvalidRequest.for_field(
-            "componentId", f"Invalid component id: {raw!r} is not a UUID") from None
+            "componentId", f"Invalid component id: {quote(raw)!r} is not a UUID") from None
 
 
 def parse_version(raw: str) -> int:
@@ -61,7 +61,8 @@ def parse_installation_id(raw: str) -> str:
         return str(uuid.UUID(raw))
     except ValueError:
         raise InvalidRequest.for_field(
-            "installationId", f"Invalid plugin installation id: {raw!r} is not a UUID") from None
+            "installationId", f"Invalid plugin installation id: {quote(raw)!r} is not a UUID"
+        ) from None
 
 
 def check_installation(name: str | None, version: str | None, priority: int | None) -> None:

@@ -560,7 +560,7 @@ def parse_component_type(value: str | None) -> ComponentType:
         return "Durable"
     if text == "Ephemeral":
         return "Ephemeral"
-    raise UploadError(f"Invalid componentType {value!r}: expected Durable or Ephemeral")
+    raise UploadError(f"Invalid componentType {quote(value)!r}: expected Durable or Ephemeral")
 
 
 def parse_files_permissions(value: str | None) -> dict[str, FilePermissions]:
@@ -581,7 +581,9 @@ def parse_files_permissions(value: str | None) -> dict[str, FilePermissions]:
             raise UploadError("Invalid filesPermissions: each value must be an object")
         path, permission = entry.get("path"), entry.get("permissions")
         if not isinstance(path, str) or not path.startswith("/"):
-            raise UploadError(f"Invalid filesPermissions: path must be absolute, not {path!r}")
+            raise UploadError(
+                f"Invalid filesPermissions: path must be absolute, not {quote(path)!r}"
+            )
         if permission not in ("read-only", "read-write"):
             raise UploadError(
                 f"Invalid filesPermissions for {path}: permissions must be "

@@ -18,7 +18,7 @@ from typing import Any
 
 from cairn.ledger.codec import CodecError, JsonCodec, decode_timestamp, substitute
 from cairn.ledger.lf.ast import PrimType, TBuiltin, TCon, Type
-from cairn.runtime.errors import InvalidRequest
+from cairn.runtime.errors import InvalidRequest, quote
 
 Predicate = Callable[[Any], bool]
 RANGE_OPERATORS = ("%lt", "%lte", "%gt", "%gte")
@@ -79,7 +79,9 @@ class QueryCompiler:
         env = {p.name: a for p, a in zip(data_type.params, type_.args, strict=True)}
         if data_type.kind == "record":
             if not isinstance(query, dict):
-                raise QueryError(f"Expected a JSON object to query record {name}, got {query!r}")
+                raise QueryError(
+                    f"Expected a JSON object to query record {name}, got {quote(query)}"
+                )
             field_types = {f: substitute(t, env) for f, t in data_type.fields}
             unknown = sorted(set(query) - set(field_types))
             if unknown:
@@ -103,7 +105,7 @@ class QueryCompiler:
                                  f"{name}, got {query!r}")
             tag = query["tag"]
             if tag not in data_type.constructors:
-                raise QueryError(f"Unknown constructor {tag!r} of variant {name}")
+                raise QueryError(f"Unknown constructor {quote(tag)!r} of variant {name}")
             argument = substitute(data_type.fields[data_type.constructors.index(tag)][1], env)
             inner = self._compile(argument, query["value"])
             return lambda value: value["tag"] == tag and inner(value["value"])
@@ -176,7 +178,7 @@ class QueryCompiler:
             return lambda value: value is not None and present(value)
         # Inside an outer Optional, `[]` is None and `[x]` is Some x, as in the codec.
         if not isinstance(query, list) or len(query) > 1:
-            raise QueryError(f"Expected [] or [value] for a nested Optional, got {query!r}")
+            raise QueryError(f"Expected [] or [value] for a nested Optional, got {quote(query)}")
         if not query:
             return lambda value: value == []
         element = some(query[0])

@@ -66,6 +66,7 @@ from cairn.runtime.errors import (
     PermissionDenied,
     ServiceError,
     Unauthenticated,
+    quote,
 )
 
 _PARTY_HINT = re.compile(r"[a-zA-Z0-9:\-_ ]{1,255}")
@@ -535,7 +536,7 @@ class LedgerService:
     async def allocate_party(self, hint: str | None, display_name: str | None) -> Party:
         if hint is not None and not _PARTY_HINT.fullmatch(hint):
             raise InvalidRequest.for_field(
-                "identifierHint", f"Invalid party identifier hint {hint!r}: use 1 to 255 "
+                "identifierHint", f"Invalid party identifier hint {quote(hint)!r}: use 1 to 255 "
                                   f"letters, digits and the characters : - _ and space")
         party = Party(hint or f"party-{uuid.uuid4().hex}", display_name)
         if not await self._store.allocate_party(party):

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cairn.runtime.errors import quote
+
 
 class ProjectType(enum.Enum):
     DEFAULT = "Default"
@@ -53,7 +55,7 @@ def parse_action(raw: object) -> ProjectAction:
     """A ProjectAction from its Golem name (current or older spelling)."""
     action = _ACTIONS_BY_NAME.get(raw) if isinstance(raw, str) else None
     if action is None:
-        raise ValueError(f"Invalid project action: {raw!r}")
+        raise ValueError(f"Invalid project action: {quote(repr(raw))}")
     return action
 
 

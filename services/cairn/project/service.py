@@ -28,6 +28,7 @@ from cairn.runtime.errors import (
     NotFound,
     PermissionDenied,
     Problems,
+    quote,
 )
 from cairn.runtime.principal import Principal
 
@@ -40,7 +41,9 @@ def _parse_uuid(raw: str, what: str, field: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise InvalidRequest.for_field(field, f"Invalid {what}: {raw!r} is not a UUID") from None
+        raise InvalidRequest.for_field(
+            field, f"Invalid {what}: {quote(raw)!r} is not a UUID"
+        ) from None
 
 
 def parse_project_id(raw: str) -> str:

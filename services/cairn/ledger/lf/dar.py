@@ -81,8 +81,8 @@ def decode_dalf(data: bytes, *, where: str = "DALF") -> Package:
         raise DarError(f"{where} is not a valid Daml-LF archive: empty payload")
     package_id = hashlib.sha256(payload).hexdigest()
     if declared_hash != package_id:
-        raise DarError(f"{where}: package hash mismatch: archive declares {declared_hash!r} but "
-                       f"the SHA-256 of its payload is {package_id}")
+        raise DarError(f"{where}: package hash mismatch: archive declares "
+                       f"{quote(declared_hash)!r} but the SHA-256 of its payload is {package_id}")
     cached = _PACKAGE_CACHE.get(package_id)
     if cached is not None:
         return cached
