@@ -1,0 +1,218 @@
+"""Regression tests through the real stack for each family of hostile input the hardening issue
+found: every one is a prompt 4xx in the API's shape and changes nothing in Redis."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import RunningStack
+from .hostile import ALICE, REPLY_BOUND_SECONDS, RedisState, bearer
+
+pytestmark = pytest.mark.e2e
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def api(stack: RunningStack, shared_fixtures: Path) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.base_url, timeout=60) as client:
+        dar = (shared_fixtures / "daml" / "model-tests-1.15.dar").read_bytes()
+        uploaded = client.post("/v1/packages", content=dar, headers={
+            **bearer(ALICE), "Content-Type": "application/octet-stream"})
+        assert uploaded.status_code == 200, uploaded.text
+        yield client
+
+
+def refused(stack: RunningStack, send: Callable[[], httpx.Response]) -> httpx.Response:
+    """Send one hostile request: it must be a 4xx within the bound and change nothing."""
+    before = RedisState.of(stack.redis_url)
+    started = time.monotonic()
+    reply = send()
+    elapsed = time.monotonic() - started
+    assert elapsed < REPLY_BOUND_SECONDS, f"{elapsed:.1f}s"
+    assert 400 <= reply.status_code < 500, (reply.status_code, reply.text[:300])
+    assert reply.headers["content-type"].startswith("application/json")
+    reply.json()  # a JSON body in the API's shape
+    assert before.changes(RedisState.of(stack.redis_url)) == []
+    return reply
+
+
+def wasm(shared_fixtures: Path) -> bytes:
+    return (shared_fixtures / "golem" / "wasm" / "flags-service.wasm").read_bytes()
+
+
+def form(query: str, component: bytes, **parts: Any) -> dict[str, Any]:
+    return {"query": (None, query, "application/json"),
+            "component": ("c.wasm", component, "application/wasm"), **parts}
+
+
+# ------------------------------------------------------------------------------ lone surrogates
+SURROGATE_BODIES = [
+    # (path, token, raw JSON body) -- every body holds "\ud800" escaped in otherwise valid JSON.
+    ("/v1/parties/allocate", "ledger", '{"identifierHint":"a\\ud800"}'),
+    ("/v1/parties", "ledger", '["Alice\\ud800"]'),
+    ("/v1/create", "ledger", '{"templateId":"Iou:Iou\\ud800","payload":{}}'),
+    ("/v1/create", "ledger",
+     '{"templateId":"Iou:Iou","payload":{"issuer":"Alice","owner":"Alice","currency":"USD",'
+     '"amount":"1","observers":[]},"meta":{"commandId":"x\\ud800"}}'),
+    ("/v1/fetch", "ledger", '{"contractId":"#1:0\\ud800"}'),
+    ("/v1/query", "ledger", '{"templateIds":["Iou:Iou"],"query":{"currency":"\\udfff"}}'),
+    ("/v1/project-policies", "root",
+     '{"name":"p\\ud800","projectActions":{"actions":["ViewComponent"]}}'),
+    ("/v1/projects", "root", '{"name":"p\\ud800","ownerAccountId":"root","description":"d"}'),
+    ("/v1/accounts", "root", '{"name":"n\\ud800","email":"a@example.com"}'),
+]
+
+
+@pytest.mark.parametrize(("path", "who", "body"), SURROGATE_BODIES)
+def test_lone_surrogates_in_json_are_400(
+    stack: RunningStack, api: httpx.Client, path: str, who: str, body: str
+) -> None:
+    token = ALICE if who == "ledger" else stack.root_token
+    reply = refused(stack, lambda: api.post(path, content=body, headers={**bearer(token), **JSON}))
+    assert reply.status_code == 400
+
+
+def test_lone_surrogates_in_multipart_json_and_query_parameters_are_400(
+    stack: RunningStack, api: httpx.Client, shared_fixtures: Path
+) -> None:
+    root = bearer(stack.root_token)
+    reply = refused(stack, lambda: api.post("/v1/components", headers=root, files=form(
+        '{"componentName":"c\\ud800"}', wasm(shared_fixtures))))
+    assert reply.status_code == 400
+    assert "lone UTF-16 surrogate" in reply.json()["errors"][0]
+    # %ED%A0%80 is U+D800 encoded as UTF-8: not valid UTF-8, so not valid text.
+    reply = refused(stack, lambda: api.get("/v1/components?component-name=%ED%A0%80", headers=root))
+    assert reply.status_code == 400
+    reply = refused(stack, lambda: api.get("/v1/projects?project-name=%FF", headers=root))
+    assert reply.status_code == 400
+
+
+# ------------------------------------------------------------------------------- multipart headers
+@pytest.mark.parametrize("name", ["compoñent", "中文", "emoji-😀"])
+def test_non_latin1_part_names_and_filenames(
+    stack: RunningStack, api: httpx.Client, shared_fixtures: Path, name: str
+) -> None:
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"query\"\r\n"
+        f"Content-Type: application/json\r\n\r\n{{\"componentName\":\"{name}\"}}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+        f"filename=\"{name}.wasm\"\r\n\r\nnot wasm\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {**bearer(stack.root_token),
+               "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    reply = refused(stack, lambda: api.post("/v1/components", content=body, headers=headers))
+    assert reply.json() == {"errors": ["Missing required form field(s): component"]}
+    # The same filename on the real component part is fine (Golem ignores it).
+    ok = api.post("/v1/components", headers=bearer(stack.root_token), files={
+        "query": (None, json.dumps({"componentName": f"named-{name}"}), "application/json"),
+        "component": (f"{name}.wasm", wasm(shared_fixtures), "application/wasm"),
+    })
+    assert ok.status_code == 200, ok.text
+    # Invalid UTF-8 in a part name is a 400, not a crash.
+    bad = body.replace(f'name="{name}"'.encode(), b'name="\xff\xfe"', 1)
+    reply = refused(stack, lambda: api.post("/v1/components", content=bad, headers=headers))
+    assert reply.status_code == 400
+
+
+# ------------------------------------------------------------------- nesting and huge numbers
+@pytest.mark.parametrize("path", ["/v1/create", "/v1/query", "/v1/exercise", "/v1/parties",
+                                  "/v1/project-policies", "/v1/projects", "/v1/accounts"])
+@pytest.mark.parametrize("body", ["[" * 10_000, '{"a":' + "[" * 5_000 + "]" * 5_000 + "}",
+                                  '{"templateId":' + "9" * 100_000 + "}", '{"a":1e999999}'])
+def test_deep_nesting_and_huge_numbers_are_400(
+    stack: RunningStack, api: httpx.Client, path: str, body: str
+) -> None:
+    token = stack.root_token if path in ("/v1/project-policies", "/v1/projects",
+                                         "/v1/accounts") else ALICE
+    reply = refused(stack, lambda: api.post(path, content=body, headers={**bearer(token), **JSON}))
+    assert reply.status_code == 400
+
+
+# ------------------------------------------------------------------------- echoed oversized input
+def test_oversized_fields_are_quoted_by_a_short_prefix(
+    stack: RunningStack, api: httpx.Client
+) -> None:
+    reply = refused(stack, lambda: api.post(
+        "/v1/accounts", json={"name": "x", "email": "e" * 64_000},
+        headers=bearer(stack.root_token)))
+    assert reply.status_code == 400
+    assert len(reply.text) < 200
+    assert reply.json() == {"errors": [f"Invalid email: '{'e' * 64}...'"]}
+
+
+# ------------------------------------------------------------------------------------ corrupt DARs
+def test_corrupt_dars_are_400_and_store_nothing(
+    stack: RunningStack, api: httpx.Client, shared_fixtures: Path
+) -> None:
+    rng = random.Random(20261202)
+    originals = [(shared_fixtures / "daml" / name).read_bytes()
+                 for name in ("test-1.15.dar", "dummy-daml-app-0.0.1-sdk_1_3_0-lf_1_8.dar")]
+    headers = {**bearer(ALICE), "Content-Type": "application/octet-stream"}
+    for _ in range(12):
+        data = bytearray(rng.choice(originals))
+        where = rng.randrange(len(data))
+        match rng.randrange(3):
+            case 0:
+                data[where] ^= 1 << rng.randrange(8)
+            case 1:
+                del data[where:]
+            case _:
+                data[where:where + 32] = rng.randbytes(32)
+        reply = api.post("/v1/packages", content=bytes(data), headers=headers)
+        if reply.status_code == 200:
+            continue  # the flip hit a byte nothing reads (e.g. a zip comment or a source file)
+        assert reply.status_code == 400, reply.text
+        body = reply.json()
+        assert body["status"] == 400 and body["errors"][0].startswith(("Invalid DAR", "DALF",
+                                                                        "Unsupported", "daml"))
+    # A DAR nothing can read changes nothing.
+    refused(stack, lambda: api.post("/v1/packages", content=originals[0][:500], headers=headers))
+
+
+# ------------------------------------------------------------------------------------ initial files
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), data, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def test_zip_entry_names_with_nul_are_refused(
+    stack: RunningStack, api: httpx.Client, shared_fixtures: Path
+) -> None:
+    name = "safe\0/../../etc/x"
+    files = _zip({"s" * len(name): b"x"}).replace(b"s" * len(name), name.encode())
+    reply = refused(stack, lambda: api.post(
+        "/v1/components", headers=bearer(stack.root_token),
+        files=form('{"componentName":"nul-entry"}', wasm(shared_fixtures),
+                   files=("files.zip", files, "application/zip"))))
+    assert reply.status_code == 400
+    assert "NUL and control characters are not allowed" in reply.json()["errors"][0]
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(
+    stack: RunningStack, api: httpx.Client, shared_fixtures: Path
+) -> None:
+    """~120 KB of zip holding 120 MB of zeros: over the per-upload unpacked cap (100 MB)."""
+    bomb = _zip({"zeros": bytes(120_000_000)})
+    assert len(bomb) < 200_000
+    reply = refused(stack, lambda: api.post(
+        "/v1/components", headers=bearer(stack.root_token),
+        files=form('{"componentName":"bomb"}', wasm(shared_fixtures),
+                   files=("files.zip", bomb, "application/zip"))))
+    assert reply.status_code == 403
+    assert reply.json() == {
+        "error": "Initial files size limit exceeded (limit: 100000000 bytes unpacked)"}
