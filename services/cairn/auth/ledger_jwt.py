@@ -304,8 +304,8 @@ class LedgerTokenPolicy:
         except jwt.InvalidIssuerError:
             raise TokenError("Invalid access token: unexpected issuer (iss)") from None
         except jwt.InvalidAlgorithmError:
-            raise TokenError(f"Invalid access token: alg {quote(repr(_alg(token)))} is not accepted "
-                             f"(CAIRN_LEDGER_AUTH={self.mode})") from None
+            raise TokenError(f"Invalid access token: alg {quote(repr(_alg(token)))} is not "
+                             f"accepted (CAIRN_LEDGER_AUTH={self.mode})") from None
         except jwt.InvalidSignatureError:
             raise TokenError("Invalid access token: signature does not verify") from None
         except jwt.DecodeError:

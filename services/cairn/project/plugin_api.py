@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import grpc
@@ -12,8 +11,8 @@ from cairn.project.plugin_model import PluginDefinition, PluginScope, parse_defi
 from cairn.project.plugins import PluginService
 from cairn.project.v1 import plugin_service_pb2 as pb
 from cairn.project.v1 import plugin_service_pb2_grpc as pb_grpc
+from cairn.runtime import jsonbody
 from cairn.runtime.callers import CallerResolver
-from cairn.runtime.errors import InvalidRequest
 from cairn.runtime.rest import is_rest, json_body
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -139,10 +138,7 @@ class PluginApi(pb_grpc.PluginServiceServicer):
     ) -> pb.PluginEmptyResponse:
         caller = await self._callers.resolve(context)
         if request.HasField("rest"):
-            try:
-                data = json.loads(request.rest.data or b"null")
-            except ValueError as err:
-                raise InvalidRequest(f"Invalid JSON body: {err}") from None
+            data = jsonbody.parse_request(request.rest.data or b"null", "Invalid JSON body: ")
         else:
             data = definition_json_from_pb(request.plugin)
         await self._plugins.create(caller, parse_definition(data, caller.account_id))
