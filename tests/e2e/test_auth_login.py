@@ -242,6 +242,12 @@ def test_access_token_exchange_errors(login_stack: RunningStack) -> None:
     assert gitlab.json() == {"errors": ["Invalid provider: 'gitlab'; expected one of github"]}
     missing = httpx.post(url, params={"provider": "github"})
     assert missing.json() == {"errors": ["Missing query parameter: access-token"]}
+    # The token goes into a header to the provider: characters a header cannot carry used to be
+    # a 500 (UnicodeEncodeError); now they are the client's 400.
+    for hostile in ("\u00e9", "gho_\u4e2d", "a b", "x\r\nX-Injected: 1", "t" * 5000):
+        reply = httpx.post(url, params={"provider": "github", "access-token": hostile})
+        assert (reply.status_code, reply.json()) == (400, {"errors": [
+            "Invalid query parameter access-token: not an OAuth2 bearer token"]}), hostile
 
 
 def test_user_without_public_email_gets_the_primary_one(

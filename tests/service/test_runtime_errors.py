@@ -110,6 +110,7 @@ def _register(server: grpc.aio.Server) -> None:
 
 
 INTERNAL = (grpc.StatusCode.INTERNAL, "500", {"error": "Internal server error"})
+DECODE_ERROR = "Invalid request: a field holds a value of the wrong type, or text that is not UTF-8"
 
 
 @pytest.mark.parametrize(
@@ -128,10 +129,10 @@ INTERNAL = (grpc.StatusCode.INTERNAL, "500", {"error": "Internal server error"})
         # The request cannot be decoded: the client's fault, 400.
         (ErrorStyle.GOLEM, "Undecodable",
          (grpc.StatusCode.INVALID_ARGUMENT, "400",
-          {"errors": ["Invalid request: the message could not be decoded"]})),
+          {"errors": [DECODE_ERROR]})),
         (ErrorStyle.LEDGER, "UploadUndecodable",
          (grpc.StatusCode.INVALID_ARGUMENT, "400",
-          {"status": 400, "errors": ["Invalid request: the message could not be decoded"]})),
+          {"status": 400, "errors": [DECODE_ERROR]})),
         # A message echoing a lone surrogate: grpc could not send it as grpc-message and would
         # leave the call open; it is replaced, and the call ends.
         (ErrorStyle.LEDGER, "Surrogate",

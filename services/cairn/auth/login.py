@@ -8,6 +8,7 @@ configured, every flow answers 409 "Logins are disabled by configuration".
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 import uuid
@@ -31,6 +32,10 @@ PROVIDERS = ("github",)
 CALLBACK_PATH = "/v1/login/oauth2/web/callback/github"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
+
+# RFC 6750's b64token: what an OAuth2 bearer token may consist of.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_ACCESS_TOKEN_CHARS = 4096
 
 @dataclass(frozen=True)
 class ExternalUser:
@@ -226,6 +231,10 @@ class LoginService:
         if not access_token:
             raise InvalidRequest.for_field(
                 "access-token", "Missing query parameter: access-token")
+        if len(access_token) > MAX_ACCESS_TOKEN_CHARS or not _BEARER_TOKEN.fullmatch(access_token):
+            # It goes into an HTTP header to the provider: only a bearer token's characters fit.
+            raise InvalidRequest.for_field(
+                "access-token", "Invalid query parameter access-token: not an OAuth2 bearer token")
         github, _ = self._enabled()
         return await self._issue_for(await github.user(access_token))
 

@@ -79,7 +79,9 @@ class UndecodableRequest(InvalidRequest):
     is not UTF-8, as Envoy's transcoder makes from a lone surrogate escape in JSON)."""
 
     def __init__(self) -> None:
-        super().__init__("Invalid request: the message could not be decoded")
+        super().__init__(
+            "Invalid request: a field holds a value of the wrong type, or text that is not UTF-8"
+        )
 
 
 def _decoder(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
