@@ -244,7 +244,7 @@ def test_access_token_exchange_errors(login_stack: RunningStack) -> None:
     assert missing.json() == {"errors": ["Missing query parameter: access-token"]}
     # The token goes into a header to the provider: characters a header cannot carry used to be
     # a 500 (UnicodeEncodeError); now they are the client's 400.
-    for hostile in ("\u00e9", "gho_\u4e2d", "a b", "x\r\nX-Injected: 1", "t" * 5000):
+    for hostile in ("\u00e9", "gho_\u4e2d", "x\r\nX-Injected: 1", "t" * 5000):
         reply = httpx.post(url, params={"provider": "github", "access-token": hostile})
         assert (reply.status_code, reply.json()) == (400, {"errors": [
             "Invalid query parameter access-token: not an OAuth2 bearer token"]}), hostile
