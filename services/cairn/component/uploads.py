@@ -27,7 +27,6 @@ import re
 import stat
 import tempfile
 import zipfile
-import zlib
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -50,7 +49,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from cairn.blobstore import BlobStore
 from cairn.blobstore.blocking import BlockingCalls
 from cairn.runtime import archives, jsonbody
-from cairn.runtime.archives import ArchiveLimits, ArchiveRefused, check_directory
+from cairn.runtime.archives import ZIP_ERRORS, ArchiveLimits, ArchiveRefused, check_directory
 from cairn.runtime.errors import LONE_SURROGATE, quote
 
 T = TypeVar("T")
@@ -684,10 +683,8 @@ class InitialFilesArchive:
             raise ValueError("the archive source must be a path or a seekable stream")
         try:
             zip_file = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             raise _malformed(f"not a zip archive ({quote(str(exc))})") from None
-        except OSError as exc:
-            raise _malformed(f"cannot read the archive ({quote(str(exc))})") from None
         try:
             entries = cls._validate_entries(zip_file, limits)
             unknown = sorted(set(permissions) - set(entries))
@@ -853,7 +850,7 @@ def _read_entry(
             f"{quote('/' + info.filename)} uses an unsupported compression method "
             f"({quote(str(exc))})"
         ) from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError) as exc:
+    except ZIP_ERRORS as exc:
         raise _malformed(
             f"{quote('/' + info.filename)} cannot be read ({quote(str(exc))})"
         ) from None
