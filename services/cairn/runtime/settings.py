@@ -127,6 +127,13 @@ class Settings:
     json_max_depth: int = 128
     json_max_number_chars: int = 100
     json_max_string_chars: int = 1 << 20
+    # Envoy's bounds on slow and idle clients, and on open connections (docs/hardening.md).
+    envoy_headers_timeout_seconds: int = 10
+    envoy_idle_timeout_seconds: int = 60
+    envoy_request_timeout_seconds: int = 60
+    envoy_transfer_timeout_seconds: int = 900
+    envoy_stream_timeout_seconds: int = 86_400
+    envoy_max_connections: int = 4096
 
     def grpc_port(self, service: str) -> int:
         return self.grpc_ports[service]
@@ -184,6 +191,16 @@ class Settings:
             json_max_depth=_positive_int(env, "CAIRN_JSON_MAX_DEPTH", 128),
             json_max_number_chars=_positive_int(env, "CAIRN_JSON_MAX_NUMBER_CHARS", 100),
             json_max_string_chars=_positive_int(env, "CAIRN_JSON_MAX_STRING_CHARS", 1 << 20),
+            envoy_headers_timeout_seconds=_positive_int(
+                env, "CAIRN_ENVOY_HEADERS_TIMEOUT_SECONDS", 10),
+            envoy_idle_timeout_seconds=_positive_int(env, "CAIRN_ENVOY_IDLE_TIMEOUT_SECONDS", 60),
+            envoy_request_timeout_seconds=_positive_int(
+                env, "CAIRN_ENVOY_REQUEST_TIMEOUT_SECONDS", 60),
+            envoy_transfer_timeout_seconds=_positive_int(
+                env, "CAIRN_ENVOY_TRANSFER_TIMEOUT_SECONDS", 900),
+            envoy_stream_timeout_seconds=_positive_int(
+                env, "CAIRN_ENVOY_STREAM_TIMEOUT_SECONDS", 86_400),
+            envoy_max_connections=_positive_int(env, "CAIRN_ENVOY_MAX_CONNECTIONS", 4096),
         )
 
     @property

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from cairn.runtime.settings import DEFAULT_PORTS, Settings
 from cairn.stack.drain import envoy_drain_argv
-from cairn.stack.envoy_config import EnvoyLayout, render
+from cairn.stack.envoy_config import EdgeLimits, EnvoyLayout, render
 from cairn.stack.launcher import ACCESS_LOG_FLUSH, DESCRIPTOR, StackError, envoy_binary
 
 ENVOY_LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
@@ -129,6 +129,7 @@ class EdgeSettings:
             otlp_collector=parse_address("CAIRN_OTLP_ENDPOINT", otlp) if otlp else None,
             trace_sample_ratio=settings.trace_sample_ratio,
             admin_host=settings.envoy_admin_host,
+            limits=EdgeLimits.from_settings(settings),
         )
         config_path = Path(env.get("CAIRN_ENVOY_CONFIG") or settings.run_dir / "envoy.yaml")
         return cls(layout, config_path, concurrency, log_level, settings.envoy_drain_seconds)

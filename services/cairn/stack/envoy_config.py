@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
+
+from cairn.runtime.settings import Settings
 
 ENVOY_DIR = Path(__file__).resolve().parents[3] / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.in"
@@ -54,6 +57,7 @@ _STREAM_ROUTE = """\
                 route:
                   cluster: ledger_ws
                   timeout: 0s
+                  max_stream_duration: {max_stream_duration: STREAM_TIMEOUT}
                   upgrade_configs: [{upgrade_type: websocket}]
                 typed_per_filter_config:
                   envoy.filters.http.ext_authz:
@@ -192,6 +196,69 @@ _TRACING = """\
 """
 
 
+# Methods that move a whole file: uploads and downloads get the transfer timeout, not the API's.
+TRANSFER_METHODS = {
+    "cairn.component.v1.ComponentService": (
+        "CreateComponent", "UploadComponent", "UpdateComponent", "DownloadComponent",
+    ),
+    "cairn.component.v1.TemplateService": ("CreateTemplate", "UploadTemplate", "DownloadTemplate"),
+    "cairn.ledger.v1.LedgerService": ("UploadDarFile", "GetPackage"),
+}
+
+_TRANSFER_ROUTE = """\
+              - match: {{safe_regex: {{regex: "{regex}"}}}}
+                route:
+                  cluster: {cluster}
+                  timeout: 0s
+                  max_stream_duration: {{max_stream_duration: {seconds}s}}
+"""
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """How long a client may take, and how many connections Envoy holds (docs/hardening.md)."""
+
+    headers_timeout_seconds: int = 10
+    idle_timeout_seconds: int = 60
+    request_timeout_seconds: int = 60
+    transfer_timeout_seconds: int = 900
+    stream_timeout_seconds: int = 86_400
+    max_connections: int = 4096
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EdgeLimits:
+        return cls(
+            headers_timeout_seconds=settings.envoy_headers_timeout_seconds,
+            idle_timeout_seconds=settings.envoy_idle_timeout_seconds,
+            request_timeout_seconds=settings.envoy_request_timeout_seconds,
+            transfer_timeout_seconds=settings.envoy_transfer_timeout_seconds,
+            stream_timeout_seconds=settings.envoy_stream_timeout_seconds,
+            max_connections=settings.envoy_max_connections,
+        )
+
+
+def transfer_routes(
+    descriptor_path: Path, seconds: int,
+    methods: Mapping[str, tuple[str, ...]] = TRANSFER_METHODS,
+) -> str:
+    """One route per service for its transfer methods, checked against the descriptor set."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    known = {
+        f"{file.package}.{service.name}": {method.name for method in service.method}
+        for file in files.file
+        for service in file.service
+    }
+    routes = []
+    for service, names in methods.items():
+        missing = set(names) - known.get(service, set())
+        if missing:
+            raise ValueError(f"{service} has no method(s) {', '.join(sorted(missing))}")
+        regex = f"^/{literal_regex(service)}/({'|'.join(names)})$"
+        cluster = service.split(".")[1]
+        routes.append(_TRANSFER_ROUTE.format(regex=regex, cluster=cluster, seconds=seconds))
+    return "".join(routes)
+
+
 @dataclass(frozen=True)
 class EnvoyLayout:
     bind_host: str
@@ -211,6 +278,7 @@ class EnvoyLayout:
     # (host, port) of an OTLP/gRPC collector; None: no tracing in Envoy
     otlp_collector: tuple[str, int] | None = None
     trace_sample_ratio: float = 1.0
+    limits: EdgeLimits = EdgeLimits()
 
 
 def transcoded_services(descriptor_path: Path) -> list[str]:
@@ -239,10 +307,13 @@ def render(layout: EnvoyLayout) -> str:
         _cluster(_CLUSTER, name, host, port)
         for name, (host, port) in sorted(layout.upstreams.items())
     )
+    limits = layout.limits
     stream_routes = ""
     if layout.ledger_ws is not None:
         clusters += _cluster(_WS_CLUSTER, "ledger_ws", *layout.ledger_ws)
-        stream_routes = _STREAM_ROUTE
+        stream_routes = _STREAM_ROUTE.replace(
+            "STREAM_TIMEOUT", f"{limits.stream_timeout_seconds}s"
+        )
     tracing = ""
     if layout.otlp_collector is not None:
         clusters += _cluster(_CLUSTER, "otlp_collector", *layout.otlp_collector)
@@ -267,4 +338,10 @@ def render(layout: EnvoyLayout) -> str:
         MAX_DOCUMENT_BYTES=MAX_DOCUMENT_BYTES,
         DOCUMENT_ROUTES=_DOCUMENT_ROUTE.format(path=DOCUMENT_PATH, filename=OPENAPI_DOCUMENT),
         METHOD_ROUTES=method_not_allowed_routes(rest_rules(layout.descriptor_path)),
+        TRANSFER_ROUTES=transfer_routes(layout.descriptor_path, limits.transfer_timeout_seconds),
+        HEADERS_TIMEOUT=limits.headers_timeout_seconds,
+        IDLE_TIMEOUT=limits.idle_timeout_seconds,
+        REQUEST_TIMEOUT=limits.request_timeout_seconds,
+        STREAM_TIMEOUT=limits.stream_timeout_seconds,
+        MAX_CONNECTIONS=limits.max_connections,
     )

@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cairn.runtime.server import CAIRN_SERVICES
 from cairn.runtime.settings import Settings
 from cairn.stack.drain import drain, envoy_drain_argv
-from cairn.stack.envoy_config import EnvoyLayout, render
+from cairn.stack.envoy_config import EdgeLimits, EnvoyLayout, render
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DESCRIPTOR = REPO_ROOT / "build" / "cairn.binpb"
@@ -311,6 +311,7 @@ class Stack:
             stats_port=s.envoy_stats_port,
             otlp_collector=_host_port(s.otlp_endpoint) if s.otlp_endpoint else None,
             trace_sample_ratio=s.trace_sample_ratio,
+            limits=EdgeLimits.from_settings(s),
         )
         config = s.run_dir / "envoy.yaml"
         rendered = render(layout)

@@ -9,13 +9,17 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from cairn.runtime.settings import Settings
 from cairn.stack.envoy_config import (
+    TRANSFER_METHODS,
+    EdgeLimits,
     EnvoyLayout,
     RestRule,
     method_not_allowed_routes,
     render,
     rest_rules,
     transcoded_services,
+    transfer_routes,
 )
 from cairn.stack.launcher import DESCRIPTOR, SERVICES, envoy_binary
 
@@ -118,3 +122,65 @@ def test_overlapping_templates_share_their_methods_in_405_routes() -> None:
         "^/v1/projects/[^/]+/actions$": "GET",
     }
     assert all(r["direct_response"]["status"] == 405 for r in routes)
+
+
+def _manager(config: dict[str, Any]) -> dict[str, Any]:
+    return dict(config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"])
+
+
+def _routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(_manager(config)["route_config"]["virtual_hosts"][0]["routes"])
+
+
+def test_client_timeouts_and_the_connection_limit_come_from_the_limits() -> None:
+    limits = EdgeLimits(headers_timeout_seconds=3, idle_timeout_seconds=7,
+                        request_timeout_seconds=11, transfer_timeout_seconds=13,
+                        stream_timeout_seconds=17, max_connections=19)
+    config = yaml.safe_load(render(replace(layout(), limits=limits, ledger_ws=("127.0.0.1", 2))))
+    manager = _manager(config)
+    assert manager["request_headers_timeout"] == "3s"
+    assert manager["stream_idle_timeout"] == "7s"
+    assert manager["common_http_protocol_options"] == {"idle_timeout": "7s",
+                                                       "max_stream_duration": "11s"}
+    (monitor,) = config["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] == 19
+    durations = {
+        str(r["match"].get("prefix") or r["match"].get("safe_regex", {}).get("regex")):
+            r["route"]["max_stream_duration"]["max_stream_duration"]
+        for r in _routes(config) if "max_stream_duration" in r.get("route", {})
+    }
+    assert durations["/v1/stream/"] == "17s"
+    assert durations["/cairn.ledger.v1.LedgerService/Stream"] == "17s"
+    transfers = {k: v for k, v in durations.items() if k.startswith("^")}
+    assert set(transfers.values()) == {"13s"} and len(transfers) == len(TRANSFER_METHODS)
+
+
+def test_transfer_routes_name_real_methods_and_reach_their_service() -> None:
+    config = yaml.safe_load(render(layout()))
+    routes = [r for r in _routes(config) if "safe_regex" in r["match"]
+              and r["match"]["safe_regex"]["regex"].startswith("^/cairn")]
+    clusters = {r["match"]["safe_regex"]["regex"]: r["route"]["cluster"] for r in routes}
+    assert sorted(clusters.values()) == ["component", "component", "ledger"]
+    assert any("UploadDarFile" in regex for regex in clusters)
+    with pytest.raises(ValueError, match="has no method"):
+        transfer_routes(DESCRIPTOR, 1, {"cairn.ledger.v1.LedgerService": ("Teleport",)})
+
+
+def test_ledger_routes_tell_the_lua_shaper_their_error_family() -> None:
+    routes = _routes(yaml.safe_load(render(layout())))
+    ledger = [r for r in routes if str(r["match"].get("prefix", "")).startswith(
+        "/cairn.ledger.v1.")]
+    assert ledger and all(
+        r["metadata"]["filter_metadata"]["envoy.filters.http.lua"] == {"family": "ledger"}
+        for r in ledger)
+
+
+def test_limits_are_settings() -> None:
+    settings = Settings.from_env({
+        "CAIRN_ENVOY_HEADERS_TIMEOUT_SECONDS": "1", "CAIRN_ENVOY_IDLE_TIMEOUT_SECONDS": "2",
+        "CAIRN_ENVOY_REQUEST_TIMEOUT_SECONDS": "3", "CAIRN_ENVOY_TRANSFER_TIMEOUT_SECONDS": "4",
+        "CAIRN_ENVOY_STREAM_TIMEOUT_SECONDS": "5", "CAIRN_ENVOY_MAX_CONNECTIONS": "6",
+    })
+    assert EdgeLimits.from_settings(settings) == EdgeLimits(1, 2, 3, 4, 5, 6)
+    assert EdgeLimits.from_settings(Settings.from_env({})) == EdgeLimits()
