@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := build/.proto-stamp
 
-.PHONY: help setup proto run test test-fast faults bench bench-tools bench-micro bench-overhead conformance lint typecheck check clean
+.PHONY: help setup proto run test test-fast faults fuzz bench bench-tools bench-micro bench-overhead conformance lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -65,6 +65,12 @@ conformance: proto ## schemathesis: Cairn's OpenAPI document and Golem's Dec 202
 	CAIRN_OPENAPI_EXAMPLES=$${CAIRN_OPENAPI_EXAMPLES:-40} CAIRN_OPENAPI_COVERAGE=1 \
 	    $(PY) -m pytest -m e2e -p no:randomly \
 	    tests/e2e/test_openapi_conformance.py tests/e2e/test_golem_document_conformance.py
+
+fuzz: proto ## hardening acceptance run: 2,000+ mutated requests, 300 damaged uploads, 150 slow drips (docs/hardening.md)
+	FUZZ_REQUESTS=$${FUZZ_REQUESTS:-2000} FUZZ_BINARIES=$${FUZZ_BINARIES:-300} \
+	FUZZ_SCHEMA_EXAMPLES=$${FUZZ_SCHEMA_EXAMPLES:-250} FUZZ_DRIPS=$${FUZZ_DRIPS:-150} \
+	FUZZ_RANDOM=$${FUZZ_RANDOM:-1} FUZZ_REPORT=$${FUZZ_REPORT:-build/fuzz-report.json} \
+	    $(PY) -m pytest -m e2e -p no:randomly --timeout=3600 -s tests/e2e/test_fuzz.py
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check services tests scripts
