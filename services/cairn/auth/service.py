@@ -390,8 +390,6 @@ class ResourceLimitsService:
                     f"updates.{account_id}",
                     f"Invalid fuel update for {account_id}: not a 64-bit integer")
             await self._account(caller, account_id)
-        if not updates:  # nothing to record (and Redis refuses a WATCH of no keys)
-            return
         if not await self._store.record_fuel(updates):
             raise InvalidRequest("Fuel update out of range: a counter would overflow 64 bits")
 

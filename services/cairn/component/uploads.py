@@ -271,13 +271,7 @@ def _part_info(headers: Mapping[str, bytes]) -> PartInfo:
     disposition = headers.get("content-disposition")
     if disposition is None:
         raise UploadError("Malformed multipart body: a part has no Content-Disposition header")
-    try:
-        kind, options = parse_options_header(disposition)
-    except UnicodeEncodeError:
-        # python-multipart reads header parameters as Latin-1 only.
-        raise UploadError(
-            "Malformed multipart body: a Content-Disposition header is not Latin-1"
-        ) from None
+    kind, options = parse_options_header(disposition)
     name = options.get(b"name")
     if kind != b"form-data" or name is None:
         raise UploadError(

@@ -138,9 +138,3 @@ def _check_string(text: str, limits: JsonLimits) -> None:
     if LONE_SURROGATE.search(text):
         raise InvalidJson("a string holds a lone UTF-16 surrogate (not a Unicode scalar value)")
 
-
-def check_text(text: str, what: str) -> str:
-    """`text` if it is a sequence of Unicode scalar values, else InvalidJson naming `what`."""
-    if LONE_SURROGATE.search(text):
-        raise InvalidJson(f"{what} holds a lone UTF-16 surrogate (not a Unicode scalar value)")
-    return text
