@@ -579,12 +579,12 @@ def parse_files_permissions(value: str | None) -> dict[str, FilePermissions]:
             )
         if permission not in ("read-only", "read-write"):
             raise UploadError(
-                f"Invalid filesPermissions for {path}: permissions must be "
+                f"Invalid filesPermissions for {quote(path)}: permissions must be "
                 f"'read-only' or 'read-write', not {permission!r}"
             )
         normalized = "/" + _safe_relative_path(path[1:], what="filesPermissions path")
         if normalized in permissions:
-            raise UploadError(f"Invalid filesPermissions: {path} is listed more than once")
+            raise UploadError(f"Invalid filesPermissions: {quote(path)} is listed more than once")
         permissions[normalized] = cast(FilePermissions, permission)
     return permissions
 
