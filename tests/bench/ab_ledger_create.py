@@ -7,7 +7,9 @@ launcher, Envoy config and services, on free ports) and uploads model-tests-1.15
 run side by side; the measurement alternates between them, round by round (each round:
 `--creates` sequential `POST /v1/create` of the documented Iou through Envoy on one keep-alive
 connection, after a warm-up), so both see the same machine load. It prints each round's p50 and
-the medians over all rounds, and the candidate's p50 relative to the baseline's.
+the medians over all rounds, the candidate's p50 relative to the baseline's, and the CPU time the
+ledger, auth and Redis processes and Envoy spent per create (from /proc: the figure a busy machine
+distorts least).
 """
 
 from __future__ import annotations
@@ -32,10 +34,15 @@ import httpx
 
 from cairn.auth.ledger_jwt import encode_jwt_hs256
 from cairn.stack.launcher import REPO_ROOT, free_port
+from tests.bench.harness import procstat
 
 SHARED = REPO_ROOT.parent / "shared" / "fixtures"
 IOU = {"issuer": "Alice", "owner": "Alice", "currency": "USD", "amount": "999.99",
        "observers": []}
+
+
+PARTS = {"ledger": "cairn.ledger", "auth": "cairn.auth", "redis": "redis-server",
+         "envoy": "envoy"}
 
 
 @dataclass
@@ -43,8 +50,30 @@ class Version:
     name: str
     source: Path  # a checkout: services/, envoy/, scripts/
     base_url: str = ""
+    pids: dict[str, int] = field(default_factory=dict)  # PARTS -> process id
     p50s: list[float] = field(default_factory=list)
     samples: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds spent while measured
+
+    def cpu_now(self) -> dict[str, float]:
+        return {name: procstat.cpu_seconds(pid) for name, pid in self.pids.items()}
+
+
+def _children(parent: int) -> dict[str, int]:
+    """The stack's parts among `parent`'s child processes, by PARTS name."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[1]) != parent:
+            continue
+        for name, marker in PARTS.items():
+            if marker in cmdline:
+                found[name] = int(stat.parent.name)
+    return found
 
 
 def extract(rev: str, into: Path) -> Path:
@@ -88,6 +117,7 @@ def running(version: Version, work: Path) -> Iterator[Version]:
                                    f"{log_path.read_text(errors='replace')[-3000:]}")
             time.sleep(0.3)
         version.base_url = f"http://127.0.0.1:{http_port}"
+        version.pids = _children(process.pid)
         yield version
     finally:
         process.send_signal(signal.SIGTERM)
@@ -147,9 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             # Alternate which version goes first, so neither always follows the other.
             order = [0, 1] if round_number % 2 == 0 else [1, 0]
             for index in order:
+                version = versions[index]
+                before = version.cpu_now()
                 times = creates(clients[index], args.creates)
-                versions[index].p50s.append(statistics.median(times))
-                versions[index].samples.extend(times)
+                after = version.cpu_now()
+                for name, seconds in after.items():
+                    version.cpu[name] = version.cpu.get(name, 0.0) + seconds - before[name]
+                version.p50s.append(statistics.median(times))
+                version.samples.extend(times)
             print(f"round {round_number + 1}: " + ", ".join(
                 f"{v.name} p50 {v.p50s[-1]:.2f} ms" for v in versions), flush=True)
     for version in (baseline, candidate):
@@ -157,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{version.name}: median of round p50s {statistics.median(version.p50s):.2f} ms; "
               f"all {len(ordered)} creates: mean {statistics.mean(ordered):.2f} ms, "
               f"p99 {ordered[int(0.99 * len(ordered))]:.2f} ms")
+        print("  CPU per create: " + ", ".join(
+            f"{name} {seconds * 1000 / len(ordered):.3f} ms"
+            for name, seconds in sorted(version.cpu.items())))
     ratio = statistics.median(candidate.p50s) / statistics.median(baseline.p50s)
     print(f"candidate / baseline (median of round p50s): {ratio:.3f}")
     return 0

@@ -13,6 +13,7 @@ predicates over every candidate contract, so they are kept to one call per contr
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -61,6 +62,24 @@ class QueryCompiler:
             return self._compile(type_, query)
         except CodecError as err:
             raise QueryError(str(err)) from None
+
+    def top_equalities(self, payload_type: Type, query: Any) -> tuple[tuple[str, Any], ...]:
+        """The fields of a record query compared for equality with a scalar (a text, number,
+        date, time, party, contract id or bool), with the canonical value they must have."""
+        resolved = self._codec.resolve(payload_type)
+        if not isinstance(resolved, TCon) or not isinstance(query, dict):
+            return ()
+        data_type = self._codec.packages.data_type(resolved.tycon)
+        if data_type.kind != "record":
+            return ()
+        env = {p.name: a for p, a in zip(data_type.params, resolved.args, strict=True)}
+        fields = {f: substitute(t, env) for f, t in data_type.fields}
+        found = []
+        for name, literal in query.items():
+            canonical = self._scalar_equality(fields[name], literal)
+            if isinstance(canonical, str | bool):
+                found.append((name, canonical))
+        return tuple(found)
 
     def _canonical(self, type_: Type, literal: Any) -> Any:
         return self._codec.encode(type_, self._codec.decode(type_, literal))
@@ -185,8 +204,19 @@ class QueryCompiler:
         return lambda value: isinstance(value, list) and len(value) == 1 and element(value[0])
 
 
-def compile_query(codec: JsonCodec, payload_type: Type, query: Any) -> Predicate:
-    """The predicate of a `/v1/query` `query` object for one template (None/{}: everything)."""
+@dataclass(frozen=True)
+class CompiledQuery:
+    """A `/v1/query` `query` for one template: its predicate over payloads, and the top-level
+    scalar equalities among its conditions (field, canonical value), which an index answers."""
+
+    predicate: Predicate
+    equalities: tuple[tuple[str, Any], ...] = ()
+
+
+def compile_query(codec: JsonCodec, payload_type: Type, query: Any) -> CompiledQuery:
+    """`query` compiled against a template's payload type (None/{}: everything)."""
     if query is None or query == {}:
-        return always
-    return QueryCompiler(codec).compile(payload_type, query)
+        return CompiledQuery(always)
+    compiler = QueryCompiler(codec)
+    return CompiledQuery(compiler.compile(payload_type, query),
+                         compiler.top_equalities(payload_type, query))

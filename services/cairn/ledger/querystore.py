@@ -7,9 +7,13 @@ contract key; each row keeps its payload decoded for filtering and the JSON text
 with it. All methods are synchronous: a caller that reads the store and subscribes to the feed
 in one step (no `await` between) gets a snapshot and exactly the transactions after it.
 
+Equality queries on a top-level field of a large party-and-template bucket (INDEX_MIN_ROWS
+contracts or more) are answered from a hash index of that field, built on first use and kept
+current by every transaction after; smaller buckets are scanned.
+
 Memory is bounded by `max_resident` (0: no bound): beyond that many contracts, the oldest ones
 become cold (their payload and text are dropped, the index entries stay) and reads load them
-from Redis when they need them.
+from Redis when they need them. A bounded store scans instead of indexing fields.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from cairn.ledger.store import LoggedTransaction
 
 Predicate = Callable[[Any], bool]
 _ORDER = attrgetter("offset", "contract_id")
+INDEX_MIN_ROWS = 1_000  # buckets this large get field indexes for equality queries
+# (party, template id) -> field -> value -> contract id -> row
+FieldIndexes = dict[tuple[str, str], dict[str, dict[Any, dict[str, ContractRow]]]]
 
 
 class QueryStore:
@@ -39,6 +46,7 @@ class QueryStore:
         # party -> template id -> contract id -> row, each bucket in ledger order
         self._index: dict[str, dict[str, dict[str, ContractRow]]] = {}
         self._keys: dict[tuple[str, str], ContractRow] = {}
+        self._fields: FieldIndexes = {}
         self._resident: deque[ContractRow] = deque()  # hot rows, oldest first (when bounded)
         self._hot = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -64,6 +72,7 @@ class QueryStore:
         self._rows.clear()
         self._index.clear()
         self._keys.clear()
+        self._fields.clear()
         self._resident.clear()
         self._hot = 0
         for row in sorted(rows, key=_ORDER):
@@ -88,6 +97,8 @@ class QueryStore:
         for party in row.parties:
             self._index.setdefault(party, {}).setdefault(row.template_id, {})[
                 row.contract_id] = row
+            for field, index in self._fields.get((party, row.template_id), {}).items():
+                index.setdefault(row.payload.get(field), {})[row.contract_id] = row
         if row.key_slot is not None:
             self._keys[(row.template_id, row.key_slot)] = row
         if self.max_resident and row.payload is not None:
@@ -102,8 +113,14 @@ class QueryStore:
             by_template = self._index[party]
             bucket = by_template[row.template_id]
             del bucket[row.contract_id]
+            for field, index in self._fields.get((party, row.template_id), {}).items():
+                value = row.payload.get(field)
+                index[value].pop(row.contract_id, None)
+                if not index[value]:
+                    del index[value]
             if not bucket:
                 del by_template[row.template_id]
+                self._fields.pop((party, row.template_id), None)
                 if not by_template:
                     del self._index[party]
         if row.key_slot is not None and self._keys.get((row.template_id, row.key_slot)) is row:
@@ -167,13 +184,43 @@ class QueryStore:
             merged.update(bucket)
         return sorted(merged.values(), key=_ORDER)
 
+    def equal(self, readers: Iterable[str], template_id: str, field: str,
+              value: Any) -> list[ContractRow]:
+        """The active contracts of `template_id` any of `readers` is a stakeholder of whose
+        top-level `field` is `value` (canonical), each once, oldest first."""
+        found: list[Mapping[str, ContractRow]] = []
+        for party in sorted(set(readers)):
+            bucket = self._index.get(party, {}).get(template_id)
+            if not bucket:
+                continue
+            if self.bounded or len(bucket) < INDEX_MIN_ROWS:
+                found.append({cid: row for cid, row in bucket.items()
+                              if row.payload is None or row.payload.get(field) == value})
+                continue
+            indexes = self._fields.setdefault((party, template_id), {})
+            index = indexes.get(field)
+            if index is None:
+                index = indexes[field] = {}
+                # One dict per value: allocate them without collections rescanning the heap.
+                with quiet_gc(freeze=False):
+                    for cid, row in bucket.items():
+                        index.setdefault(row.payload.get(field), {})[cid] = row
+            found.append(index.get(value, {}))
+        if len(found) == 1:
+            return list(found[0].values())
+        merged: dict[str, ContractRow] = {}
+        for rows in found:
+            merged.update(rows)
+        return sorted(merged.values(), key=_ORDER)
+
 
 @contextlib.contextmanager
-def quiet_gc() -> Iterator[None]:
+def quiet_gc(freeze: bool = True) -> Iterator[None]:
     """Pause the cyclic garbage collector while a bulk load allocates (each collection would
-    rescan the growing heap), then move what is alive to the permanent generation: the query
-    store's rows are long-lived and acyclic (reference counting frees them when archived), so
-    later collections need not scan them again."""
+    rescan the growing heap); with `freeze`, then move what is alive to the permanent
+    generation. The query store's rows are long-lived and acyclic (reference counting frees them
+    when archived), so later collections need not scan them again; freezing is for loads at
+    start, when little else is alive."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -181,4 +228,5 @@ def quiet_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-        gc.freeze()
+        if freeze:
+            gc.freeze()

@@ -497,16 +497,23 @@ class LedgerService:
         if not resolved:
             raise UnresolvedTemplates(unknown)
         codec = self._packages.codec
-        predicates = {template_id_text(t): compile_query(codec, TCon(t), query)
-                      for t in resolved}
+        queries = {template_id_text(t): compile_query(codec, TCon(t), query) for t in resolved}
         await self._consistent()
-        rows = await self._feed.hot(self._feed.query_store.visible(readers, list(predicates)))
-        if all(p is always for p in predicates.values()):
-            return QueryResult(rows, unknown)
-        if len(predicates) == 1:
-            (predicate,) = predicates.values()
-            return QueryResult([r for r in rows if predicate(r.payload)], unknown)
-        return QueryResult([r for r in rows if predicates[r.template_id](r.payload)], unknown)
+        store = self._feed.query_store
+        matching: list[ContractRow] = []
+        for template_id, compiled in queries.items():
+            if compiled.equalities:  # an index answers one equality, the predicate the rest
+                field, value = compiled.equalities[0]
+                candidates = store.equal(readers, template_id, field, value)
+            else:
+                candidates = store.visible(readers, [template_id])
+            rows = await self._feed.hot(candidates)
+            predicate = compiled.predicate
+            matching += (rows if predicate is always
+                         else [r for r in rows if predicate(r.payload)])
+        if len(queries) > 1:
+            matching.sort(key=lambda r: (r.offset, r.contract_id))
+        return QueryResult(matching, unknown)
 
     async def query_all(self, claims: LedgerClaims) -> list[ContractRow]:
         readers = require_readers(claims)

@@ -308,7 +308,7 @@ class StreamCompiler:
                 if resolved is None or template_id_text(resolved) in predicates:
                     continue
                 predicates[template_id_text(resolved)] = compile_query(
-                    self._packages.codec, TCon(resolved), query)
+                    self._packages.codec, TCon(resolved), query).predicate
             elements.append(QueryElement(predicates, offset))
         if not any(e.predicates for e in elements):
             raise InvalidRequest("Cannot resolve any template ID from request")

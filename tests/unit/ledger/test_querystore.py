@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from cairn.ledger import querystore
 from cairn.ledger.feed import Retention
 from cairn.ledger.model import ContractRow, StoredContract
 from cairn.ledger.querystore import QueryStore
@@ -109,3 +110,34 @@ def test_ledger_settings_from_the_environment() -> None:
 def test_bad_ledger_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         LedgerSettings.from_env({name: value})
+
+
+def test_equality_on_a_large_bucket_comes_from_a_field_index_kept_current(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(querystore, "INDEX_MIN_ROWS", 3)
+
+    def iou(cid: str, offset: int, amount: str, parties: tuple[str, ...] = ("Alice",)
+            ) -> ContractRow:
+        contract = StoredContract(cid, IOU, {"amount": amount, "owner": parties[0]},
+                                  parties[:1], parties[1:])
+        return ContractRow.parse(contract.to_text(), offset, None)
+
+    store = QueryStore()
+    store.load([iou("a", 1, "1.0"), iou("b", 2, "2.0"), iou("c", 3, "1.0"),
+                iou("d", 4, "1.0", ("Bob",))], 4)
+    assert ids(store.equal(["Alice"], IOU, "amount", "1.0")) == ["a", "c"]  # builds the index
+    assert ids(store.equal(["Bob"], IOU, "amount", "1.0")) == ["d"]  # a small bucket: scanned
+    store.apply(tx(5, created=(iou("e", 5, "1.0"), iou("f", 5, "3.0")),
+                   archived=(iou("a", 0, "1.0"),)))
+    assert ids(store.equal(["Alice"], IOU, "amount", "1.0")) == ["c", "e"]
+    assert ids(store.equal(["Alice"], IOU, "amount", "3.0")) == ["f"]
+    assert ids(store.equal(["Alice", "Bob"], IOU, "amount", "1.0")) == ["c", "d", "e"]
+    assert store.equal(["Alice"], IOU, "amount", "9.9") == []
+    assert store.equal(["Alice"], KEYED, "amount", "1.0") == []
+    # The bucket empties: its indexes go with it, and a new bucket starts without one.
+    store.apply(tx(6, archived=tuple(iou(c, 0, a) for c, a in
+                                     (("b", "2.0"), ("c", "1.0"), ("e", "1.0"), ("f", "3.0")))))
+    assert store.equal(["Alice"], IOU, "amount", "1.0") == []
+    store.apply(tx(7, created=(iou("g", 7, "1.0"),)))
+    assert ids(store.equal(["Alice"], IOU, "amount", "1.0")) == ["g"]
