@@ -100,6 +100,7 @@ class LedgerFeed:
         self._tasks: list[asyncio.Task[None]] = []
         self._live = asyncio.Event()
         self._poked = False
+        self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -116,6 +117,10 @@ class LedgerFeed:
                                f"{self._timeout:.0f}s") from None
 
     async def close(self) -> None:
+        # The follower also checks this between polls: its pub/sub read runs under a 0.1 s
+        # timeout, and a cancellation that lands as that timeout fires can be taken for the
+        # timeout and lost (asyncio.timeout, Python 3.11), which kept the process from exiting.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -182,7 +187,7 @@ class LedgerFeed:
     # ------------------------------------------------------------------ following the log
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._closing:
             try:
                 await self._follow()
             except asyncio.CancelledError:
@@ -206,7 +211,7 @@ class LedgerFeed:
             self._live.set()
             loop = asyncio.get_running_loop()
             quiet_since = loop.time()
-            while True:
+            while not self._closing:
                 message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
