@@ -271,3 +271,28 @@ def test_a_typed_body_over_the_grpc_limit_is_413_in_the_api_shape(
     assert reply.status_code == 413, reply.text[:300]
     (message,) = reply.json().values()
     assert message.startswith("Request too large: the request is ")
+
+
+# ------------------------------------------------------------------------- plugin parameters
+@pytest.mark.parametrize("parameters", ['{"k":{}}', '{"k":1}', '{"k":[]}', "[]", '"x"'])
+def test_plugin_parameters_that_are_not_strings_are_400(
+    redis: syncredis.Redis, stack: RunningStack, api: httpx.Client, shared_fixtures: Path,
+    parameters: str,
+) -> None:
+    """Used to be a 500 with a raw {"code":2,"message":"... DecodeError ..."} body."""
+    root = bearer(stack.root_token)
+    made = api.post("/v1/components", headers=root, files=form(
+        json.dumps({"componentName": "plugin-params"}), wasm(shared_fixtures)))
+    component = (made.json() if made.status_code == 200 else api.get(
+        "/v1/components?component-name=plugin-params", headers=root).json()[0])
+    component_id = component["versionedComponentId"]["componentId"]
+    body = '{"name":"p","version":"1","priority":1,"parameters":' + parameters + "}"
+    for method, path in (
+        ("POST", f"/v1/components/{component_id}/latest/plugins/installs"),
+        ("PUT", f"/v1/components/{component_id}/versions/latest/plugins/installs/"
+                "00000000-0000-0000-0000-000000000000"),
+    ):
+        reply = refused(redis, lambda m=method, p=path: api.request(
+            m, p, content=body, headers={**root, **JSON}))
+        assert reply.status_code == 400
+        assert "DecodeError" not in reply.text and "code" not in reply.json()

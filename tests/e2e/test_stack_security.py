@@ -6,9 +6,14 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import redis as syncredis
 
+from cairn.auth.v1 import auth_service_pb2 as auth_pb
+from cairn.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from cairn.runtime.callers import as_caller
+from cairn.runtime.principal import Principal
 from cairn.stack.launcher import redacted_url
 
 from .conftest import RunningStack, child_pids
@@ -53,3 +58,16 @@ def test_banner_urls_hide_passwords() -> None:
         "rediss://cairn:***@redis:6380/1?ssl_cert_reqs=required"
     )
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_authenticate_on_the_auth_port_needs_the_internal_credential(stack: RunningStack) -> None:
+    """No token oracle: a caller reaching the auth port directly learns nothing about a token
+    without a service assertion signed with the internal secret."""
+    forged = as_caller(Principal("component-service-caller"), "not-the-internal-secret")
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_ports['auth']}") as channel:
+        auth = auth_grpc.AuthServiceStub(channel)
+        for metadata in ((), forged, (("authorization", f"Bearer {stack.root_token}"),)):
+            with pytest.raises(grpc.RpcError) as refused:
+                auth.Authenticate(auth_pb.AuthenticateRequest(token_secret=stack.root_token),
+                                  metadata=metadata, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
