@@ -7,18 +7,22 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := build/.proto-stamp
 
-.PHONY: help setup proto run test test-fast faults fuzz bench bench-tools bench-micro bench-overhead conformance lint typecheck check clean
+.PHONY: help setup lock proto run test test-fast faults fuzz bench bench-tools bench-micro bench-overhead conformance lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 setup: $(STAMP) ## create .venv and install the package with its dev and stack extras
+
+lock: $(BENCH_STAMP) ## after a green `make test`: record the installed versions in constraints.txt
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^cairn=='; } \
+	  > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 $(PROTO_STAMP): $(STAMP) $(PROTOS) scripts/gen_protos.py
 	$(PY) scripts/gen_protos.py
@@ -39,8 +43,8 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # root installs directly (containers, CI); anyone else through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
 faults: proto ## kill -9 every part 3 times under load with 40 MB uploads; prints docs/faults.md's figures

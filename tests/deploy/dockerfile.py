@@ -129,15 +129,19 @@ def build_image_env(root: Path) -> ImageEnv:
             workdir = workdir / args
             workdir.mkdir(parents=True, exist_ok=True)
         elif keyword == "COPY":
-            source, destination = args.split()
-            target = Path(destination) if destination.startswith("/") else workdir / destination
-            if (context / source).is_dir():
-                shutil.copytree(context / source, target, dirs_exist_ok=True)
-            else:
-                if destination.endswith("/"):
-                    target = target / Path(source).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(context / source, target)
+            *sources, destination = args.split()
+            # Docker: with several sources the destination is a directory ending in "/".
+            assert len(sources) == 1 or destination.endswith("/"), f"COPY {args}"
+            for source in sources:
+                target = (Path(destination) if destination.startswith("/")
+                          else workdir / destination)
+                if (context / source).is_dir():
+                    shutil.copytree(context / source, target, dirs_exist_ok=True)
+                else:
+                    if destination.endswith("/"):
+                        target = target / Path(source).name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(context / source, target)
         elif keyword == "RUN":
             result = subprocess.run(["/bin/sh", "-c", args], cwd=workdir, env=env,
                                     capture_output=True, text=True, timeout=600, check=False)

@@ -84,7 +84,8 @@ def test_generates_protos_at_build_time_with_the_stack_extra() -> None:
 
 
 def test_everything_copied_is_in_the_build_context() -> None:
-    copied = [args.split()[0] for k, args in instructions(0) if k == "COPY"]
+    copied = [source for k, args in instructions(0) if k == "COPY"
+              for source in args.split()[:-1] if not source.startswith("--")]
     assert copied
     for source in copied:
         assert (REPO_ROOT / source).exists(), source
