@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 from http import HTTPStatus
 
-import redis.exceptions
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -46,6 +45,7 @@ from cairn.runtime.errors import (
     Unauthenticated,
     Unavailable,
 )
+from cairn.runtime.redis import is_unavailable as redis_unavailable
 
 QUERY_PATH = "/v1/stream/query"
 FETCH_PATH = "/v1/stream/fetch"
@@ -175,7 +175,9 @@ class StreamServer:
             await _send_and_close(ws, error_frame(err), CLOSE_INTERNAL)
         except ServiceError as err:
             await _send_and_close(ws, error_frame(err), CLOSE_NORMAL)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
+        except Exception as err:
+            if not redis_unavailable(err):
+                raise
             unavailable = Unavailable(f"The ledger store is unavailable ({err}); retry")
             await _send_and_close(ws, error_frame(unavailable), CLOSE_INTERNAL)
 

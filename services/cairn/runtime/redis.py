@@ -74,6 +74,19 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     TryAgainError, ReplicaAckTimeout,
 )
 
+
+
+def _closed_transport(err: BaseException) -> bool:
+    """uvloop's answer to a write on a connection the peer just reset: a RuntimeError ("unable
+    to perform operation on <TCPTransport closed=True ...>; the handler is closed") where the
+    standard event loop gives an OSError, which redis-py turns into a ConnectionError."""
+    return isinstance(err, RuntimeError) and "the handler is closed" in str(err)
+
+
+def _as_connection_error(err: RuntimeError) -> RedisError:
+    return ConnectionError(f"Connection closed by server ({err})")
+
+
 # While Redis loads its AOF it answers -LOADING; retry that for up to ~2 s in all.
 LOADING_RETRIES = 7
 LOADING_BACKOFF = ExponentialWithJitterBackoff(base=0.02, cap=0.5)
@@ -150,7 +163,12 @@ class Pipeline(aioredis.client.Pipeline):
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         with _measured("MULTI" if self.is_transaction else "PIPELINE"):
-            return await super().execute(raise_on_error)
+            try:
+                return await super().execute(raise_on_error)
+            except RuntimeError as err:
+                if not _closed_transport(err):
+                    raise
+                raise _as_connection_error(err) from err
 
     async def _execute_transaction(self, connection: Connection, commands: Any,
                                    raise_on_error: bool) -> Any:
@@ -180,13 +198,21 @@ class Redis(aioredis.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         with _measured(args[0]):
             try:
-                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+                return await self._execute_once(*args, **options)
             except BusyLoadingError:
                 raise  # already retried with backoff by the connection's Retry
             except ConnectionError:
                 if not _read_only(args[0]):
                     raise
-                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+                return await self._execute_once(*args, **options)
+
+    async def _execute_once(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except RuntimeError as err:
+            if not _closed_transport(err):
+                raise
+            raise _as_connection_error(err) from err
 
     async def _send_command_parse_response(self, conn: Connection, command_name: Any,
                                            *args: Any, **options: Any) -> Any:
@@ -476,4 +502,4 @@ async def adopt_legacy_keys(client: aioredis.Redis, old_prefix: str, new_prefix:
 
 def is_unavailable(err: BaseException) -> bool:
     """Whether `err` means Redis could not serve (an outage), not a bug or a bad request."""
-    return isinstance(err, UNAVAILABLE_ERRORS)
+    return isinstance(err, UNAVAILABLE_ERRORS) or _closed_transport(err)
