@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := build/.proto-stamp
 
-.PHONY: help setup lock proto run test test-fast faults fuzz bench bench-tools bench-micro bench-overhead conformance lint typecheck check clean
+.PHONY: help setup lock proto run test test-fast faults fuzz bench bench-tools bench-micro bench-overhead conformance daml-client lint typecheck check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -69,6 +69,10 @@ conformance: proto ## schemathesis: Cairn's OpenAPI document and Golem's Dec 202
 	CAIRN_OPENAPI_EXAMPLES=$${CAIRN_OPENAPI_EXAMPLES:-40} CAIRN_OPENAPI_COVERAGE=1 \
 	    $(PY) -m pytest -m e2e -p no:randomly \
 	    tests/e2e/test_openapi_conformance.py tests/e2e/test_golem_document_conformance.py
+
+daml-client: proto ## the real npm @daml/ledger client against a fresh stack: every operation, and streamQuery resuming after a disconnect (needs the npm registry; not in `make test`)
+	cd tests/daml_client && npm ci --no-audit --no-fund --loglevel=error
+	CAIRN_PYTHON=$(abspath $(PY)) node tests/daml_client/check.js
 
 fuzz: proto ## hardening acceptance run: 2,000+ mutated requests, 300 damaged uploads, 150 slow drips (docs/hardening.md)
 	FUZZ_REQUESTS=$${FUZZ_REQUESTS:-2000} FUZZ_BINARIES=$${FUZZ_BINARIES:-300} \
