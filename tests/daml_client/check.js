@@ -4,7 +4,7 @@
 // runs the client's operations one by one (pass/fail each), then the scenario issue 10 was about:
 // a streamQuery that loses its connection while commits happen, reconnects by itself with the last
 // offset it saw, and must end with exactly what `ledger.query` returns. Every WebSocket frame the
-// client sends and receives is written to <run dir>/frames.jsonl; a failed resume prints them.
+// client sends and receives goes to <run dir>/frames.jsonl; the run dir is kept when a check fails.
 "use strict";
 
 const assert = require("node:assert/strict");
@@ -245,7 +245,7 @@ function follow(stream) {
   return seen;
 }
 
-async function operations(http, alice, bob) {
+async function operations(alice, bob) {
   const dar = fs.readFileSync(DAR);
   await op("uploadDarFile", async () => {
     await alice.uploadDarFile(dar.buffer.slice(dar.byteOffset, dar.byteOffset + dar.byteLength));
@@ -500,7 +500,7 @@ async function main() {
     const http = `http://127.0.0.1:${stack.httpPort}/`;
     const alice = new Ledger({ token: ALICE, httpBaseUrl: http });
     const bob = new Ledger({ token: BOB, httpBaseUrl: http });
-    await operations(http, alice, bob);
+    await operations(alice, bob);
     const wsBase = `ws://127.0.0.1:${await relayed.listen()}/`;
     await resumeAfterDisconnect(http, wsBase, relayed, "cut");
     envoyOutcome = await envoyKill(http, stack);
