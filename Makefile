@@ -12,10 +12,16 @@ PROTO_STAMP := build/.proto-stamp
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# xds-protos (Envoy's ext_authz API) ships an old copy of opentelemetry/proto/*, without
+# InstrumentationScope; whichever package pip installs last owns those files, and with xds-protos'
+# copy the OTLP exporter cannot be imported (every traced service exits). Install ours last.
+OTEL_PROTO_LAST = $(PY) -m pip install --quiet --no-deps --force-reinstall -c constraints.txt opentelemetry-proto
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(OTEL_PROTO_LAST)
 	touch $@
 
 setup: $(STAMP) ## create .venv and install the package with its dev and stack extras
@@ -45,6 +51,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(OTEL_PROTO_LAST)
 	touch $@
 
 faults: proto ## kill -9 every part 3 times under load with 40 MB uploads; prints docs/faults.md's figures

@@ -216,6 +216,14 @@ def chart_stack(
             pod.log.close()
 
 
+def test_the_image_can_export_traces(image_env: ImageEnv) -> None:
+    # xds-protos ships an old copy of opentelemetry/proto/*; with it, a traced service exits.
+    probe = ("from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter")
+    result = subprocess.run([image_env.which("python"), "-c", probe], env=image_env.env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_helm_test_pod_script_passes_against_the_chart_configured_stack(
     chart_stack: ChartStack,
 ) -> None:
