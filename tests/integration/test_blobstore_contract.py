@@ -283,6 +283,45 @@ async def test_cancelled_put_stores_nothing(backend: Backend, sent_before_cancel
     assert backend.pending_uploads() == 0
 
 
+@pytest.mark.parametrize("size", [1, SMALL, BIG])
+async def test_put_file_stores_a_spooled_file_which_stays_the_callers(
+    backend: Backend, tmp_path: Path, size: int
+) -> None:
+    data = _payload(size, seed=size + 3)
+    spooled = tmp_path / "spool" / "upload.part"
+    spooled.parent.mkdir()
+    spooled.write_bytes(data)
+    key = f"components/{uuid.uuid4()}/1.wasm"
+    expected = _expected_info(key, data)
+    info = await backend.store.put_file(
+        key, spooled, size=size, sha256=expected.sha256, content_type="application/wasm"
+    )
+    assert info == expected
+    assert spooled.read_bytes() == data
+    # The caller deletes its file; the blob stays whole.
+    spooled.unlink()
+    assert await backend.store.stat(key) == info
+    assert await _read_all(backend.store, key) == data
+    assert backend.stored_names() == {key}
+    assert backend.pending_uploads() == 0
+
+
+async def test_put_file_of_a_file_that_grew_is_seen_by_its_caller(
+    backend: Backend, tmp_path: Path
+) -> None:
+    recorded = _payload(SMALL, seed=5)
+    spooled = tmp_path / "grown.part"
+    spooled.write_bytes(recorded + b"more")
+    try:
+        info = await backend.store.put_file(
+            "grown", spooled, size=len(recorded), sha256=hashlib.sha256(recorded).hexdigest()
+        )
+    except BlobTooLarge:
+        assert backend.stored_names() == set()
+    else:
+        assert info.size != len(recorded)
+
+
 async def test_overwrite_replaces_content(backend: Backend) -> None:
     first, second = _payload(SMALL, 1), _payload(BIG, 2)
     await backend.store.put("versions/latest", iter_bytes(first))

@@ -5,6 +5,11 @@ directory under `<root>/.tmp/` (same file system), fsyncs it and renames it over
 readers see the old blob or the new one, never a partial one. A crashed process's temp files are
 removed by the next store opened on the root (`cairn.runtime.scratch`).
 
+`put_file` stores a file the caller already wrote and hashed (a spooled upload) by hard-linking it
+into the scratch directory instead of copying it: the bytes are neither read nor hashed again, only
+fsynced. On another file system (EXDEV) it falls back to a kernel copy. A linked blob keeps the
+source file's mode (a spool file's 0600).
+
 Beside each blob a hidden sidecar caches its SHA-256; the sidecar records the file identity it
 describes (device, inode, size, mtime) and is ignored when that no longer matches, so a stale or
 lost sidecar costs a re-hash, never a wrong answer.
@@ -18,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat as stat_module
 import threading
 import uuid
@@ -87,11 +93,22 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-class _TempBlobFile:
-    """The temp file (in the process's scratch directory) a put writes before it is renamed over
-    the target."""
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """Put `source`'s content at `destination` without reading it when both share a file system."""
+    try:
+        os.link(source, destination)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        # Another file system (EXDEV), or one without hard links: the kernel copies it.
+        shutil.copyfile(source, destination)
 
-    def __init__(self, key: str, target: Path, scratch: Path) -> None:
+
+class _TempBlobFile:
+    """The temp file (in the process's scratch directory) a put writes, or `put_file` links,
+    before it is renamed over the target."""
+
+    def __init__(self, key: str, target: Path, scratch: Path, source: Path | None = None) -> None:
         self.key = key
         self.target = target
         self.scratch = scratch
@@ -110,8 +127,16 @@ class _TempBlobFile:
             raise _prefix_conflict(key)
         self.path = scratch / f"{uuid.uuid4().hex}.tmp"
         try:
-            self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by commit/discard
+            if source is None:
+                self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by commit/discard
+            else:
+                _link_or_copy(source, self.path)
+                # Opened to be fsynced, which Linux allows on a read-only descriptor.
+                self.file = open(self.path, "rb")  # noqa: SIM115 - closed by commit/discard
         except OSError as exc:
+            if source is not None:
+                with contextlib.suppress(OSError):
+                    self.path.unlink(missing_ok=True)
             raise BlobStoreUnavailable(f"Cannot write blob {key!r}: {exc}") from exc
         self.digest = hashlib.sha256()
         self.size = 0
@@ -124,8 +149,10 @@ class _TempBlobFile:
         self.digest.update(data)
         self.size += len(data)
 
-    def commit(self) -> BlobInfo:
-        sha256 = self.digest.hexdigest()
+    def commit(self, sha256: str | None = None) -> BlobInfo:
+        """Make the blob durable and visible; `sha256` is a linked file's, known to the caller."""
+        if sha256 is None:
+            sha256 = self.digest.hexdigest()
         try:
             self.file.flush()
             os.fsync(self.file.fileno())
@@ -146,7 +173,7 @@ class _TempBlobFile:
             raise BlobStoreUnavailable(f"Cannot write blob {self.key!r}: {exc}") from exc
         with contextlib.suppress(OSError):
             _fsync_directory(self.target.parent)
-        return BlobInfo(key=self.key, size=self.size, sha256=sha256)
+        return BlobInfo(key=self.key, size=st.st_size, sha256=sha256)
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
@@ -223,6 +250,35 @@ class DiskBlobStore:
             if temp is not None:
                 # Shielded: a second cancellation must not leave the temp file behind.
                 await asyncio.shield(self._discard(calls, temp))
+            raise
+
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+    ) -> BlobInfo:
+        # The returned size is the file's own, for the caller to compare with `size`.
+        del size, content_type
+        target = self.path_for(key)
+        calls = BlockingCalls(self._executor)
+        try:
+            return await calls.run(self._put_file_sync, key, target, Path(path), sha256)
+        except BaseException:
+            # A thread cannot be stopped: a cancelled call may still store the blob (as a put
+            # that had read its whole stream would), so the caller's cleanup must come after it.
+            await asyncio.shield(calls.settle())
+            raise
+
+    def _put_file_sync(self, key: str, target: Path, source: Path, sha256: str) -> BlobInfo:
+        temp = _TempBlobFile(key, target, self._scratch_path(), source=source)
+        try:
+            return temp.commit(sha256)
+        except BaseException:
+            temp.discard()
             raise
 
     @staticmethod

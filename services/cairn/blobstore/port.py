@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from cairn.blobstore.blocking import BlockingCalls
 from cairn.blobstore.errors import BlobTooLarge
@@ -111,6 +112,25 @@ class BlobStore(Protocol):
         """
         ...
 
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+    ) -> BlobInfo:
+        """Store a local file the caller wrote and hashed (a spooled upload) under `key`.
+
+        `size` and `sha256` are what the caller recorded while writing it; the file must not
+        change until this returns, and stays the caller's to delete. The disk adapter links the
+        file into place (no copy, no second hash; a copy when it is on another file system) and
+        returns the caller's `sha256`; S3 uploads it as `put` would, hashing it again and raising
+        BlobTooLarge past `size`. Callers compare the returned size and SHA-256 with theirs.
+        """
+        ...
+
     async def open(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
         """Open the blob for streaming reads; raises BlobNotFound for an unknown key."""
         ...
@@ -142,6 +162,22 @@ async def iter_bytes(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Async
     view = memoryview(data)
     for start in range(0, len(view), chunk_size):
         yield bytes(view[start : start + chunk_size])
+
+
+async def iter_file(path: Path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+    """Feed a local file to `BlobStore.put`, read chunk by chunk in a worker thread."""
+    calls = BlockingCalls()
+    file = await calls.run(_open_for_reading, path)
+    try:
+        while chunk := await calls.run(file.read, chunk_size):
+            yield chunk
+    finally:
+        await calls.settle()
+        await calls.run(file.close)
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 async def read_bytes(store: BlobStore, key: str, *, max_size: int) -> bytes:

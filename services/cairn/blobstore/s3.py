@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import urllib3
@@ -39,7 +40,13 @@ from cairn.blobstore.errors import (
     BlobTooLarge,
 )
 from cairn.blobstore.keys import validate_key
-from cairn.blobstore.port import DEFAULT_CHUNK_SIZE, DEFAULT_CONTENT_TYPE, BlobInfo, BlobReader
+from cairn.blobstore.port import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONTENT_TYPE,
+    BlobInfo,
+    BlobReader,
+    iter_file,
+)
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's lower bound for every multipart part but the last
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
@@ -147,6 +154,20 @@ class S3BlobStore:
         del buffer
         await self._put_single(key, data, sha256, content_type)
         return BlobInfo(key=key, size=meter.size, sha256=sha256)
+
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+    ) -> BlobInfo:
+        # The bytes must cross the network anyway; hashing them again on the way is what lets the
+        # caller see a file that changed under it.
+        del sha256
+        return await self.put(key, iter_file(path), max_size=size, content_type=content_type)
 
     async def _put_single(self, key: str, data: bytes, sha256: str, content_type: str) -> None:
         def upload() -> None:

@@ -26,10 +26,9 @@ import contextlib
 import mmap
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import structlog
 
@@ -359,17 +358,18 @@ class ComponentService:
             raise InvalidRequest("The component binary is empty")
 
     async def _store_wasm(self, key: str, wasm: WasmUpload) -> str:
-        """Stream the spooled WASM into the blob store under `key`, a key of its own."""
+        """Store the spooled WASM under `key`, a key of its own (on disk: linked, not copied)."""
         try:
-            info = await self._blobs.put(
-                key, _file_chunks(wasm.path), max_size=wasm.size, content_type=WASM_CONTENT_TYPE
+            info = await self._blobs.put_file(
+                key, wasm.path, size=wasm.size, sha256=wasm.sha256,
+                content_type=WASM_CONTENT_TYPE,
             )
         except BlobTooLarge:
             raise Conflict("The uploaded component changed while it was being stored") from None
         except BlobStoreError as err:
             log.error("component_blob_write_failed", key=key, error=str(err))
             raise Unavailable("Blob storage is unavailable") from None
-        if info.sha256 != wasm.sha256:
+        if info.size != wasm.size or info.sha256 != wasm.sha256:
             await asyncio.shield(self._discard(key))
             raise Conflict("The uploaded component changed while it was being stored")
         return key
@@ -599,17 +599,3 @@ def _require_installation(
 def _blob_key(component_id: str) -> str:
     """A key no other version uses."""
     return f"components/{component_id}/{uuid.uuid4().hex}.wasm"
-
-
-async def _file_chunks(path: Path, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-    """The spooled file's bytes, read in a worker thread chunk by chunk."""
-    file = await asyncio.to_thread(_open_binary, path)
-    try:
-        while chunk := await asyncio.to_thread(file.read, chunk_size):
-            yield chunk
-    finally:
-        file.close()
-
-
-def _open_binary(path: Path) -> BinaryIO:
-    return path.open("rb")

@@ -155,3 +155,42 @@ async def test_temp_files_of_a_dead_process_are_swept_by_the_next_store(tmp_path
     (live_dir,) = (tmp_path / ".tmp").iterdir()
     DiskBlobStore(tmp_path)
     assert live_dir.exists()
+
+
+async def test_put_file_links_the_file_instead_of_copying_it(tmp_path: Path) -> None:
+    store = DiskBlobStore(tmp_path / "blobs")
+    spooled = tmp_path / "upload.part"
+    spooled.write_bytes(b"\0asm\1\0\0\0")
+    info = await store.put_file("c/1.wasm", spooled, size=8, sha256=_sha(b"\0asm\1\0\0\0"))
+    assert info == BlobInfo("c/1.wasm", 8, _sha(b"\0asm\1\0\0\0"))
+    blob = store.path_for("c/1.wasm")
+    # One file under two names until the caller deletes its own: nothing was read or written.
+    assert blob.stat().st_ino == spooled.stat().st_ino
+    assert _names(tmp_path / "blobs") == {"c", "c/1.wasm", "c/.1.wasm.sha256.json"}
+    spooled.unlink()
+    assert await store.stat("c/1.wasm") == info
+
+
+async def test_put_file_copies_across_file_systems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cross_device_link(source: object, destination: object) -> None:
+        raise OSError(18, "Invalid cross-device link")  # EXDEV: the spool is on another mount
+
+    monkeypatch.setattr(os, "link", cross_device_link)
+    store = DiskBlobStore(tmp_path / "blobs")
+    spooled = tmp_path / "upload.part"
+    spooled.write_bytes(b"content" * 1000)
+    info = await store.put_file("k", spooled, size=7000, sha256=_sha(b"content" * 1000))
+    assert info == BlobInfo("k", 7000, _sha(b"content" * 1000))
+    assert store.path_for("k").stat().st_ino != spooled.stat().st_ino
+    assert await read_bytes(store, "k", max_size=7000) == b"content" * 1000
+    assert _names(tmp_path / "blobs") == {"k", ".k.sha256.json"}
+
+
+async def test_put_file_of_a_missing_file_stores_nothing(tmp_path: Path) -> None:
+    store = DiskBlobStore(tmp_path / "blobs")
+    with pytest.raises(BlobStoreError):
+        await store.put_file("k", tmp_path / "gone.part", size=1, sha256=_sha(b"x"))
+    assert not await store.exists("k")
+    assert _names(tmp_path / "blobs") == set()
