@@ -151,6 +151,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
         self._style = style
         self._metrics = metrics
         self._domain = domain  # ErrorInfo.domain of every error this server sends
+        # method path -> (the servicer's handler, its wrapper): grpc asks for the handler on
+        # every call, and building the wrapper's closures each time cost ~3 µs per call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -161,6 +164,14 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
         if handler is None:  # unknown method: let grpc answer UNIMPLEMENTED
             return handler
         method = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         style, domain = self._style, self._domain
         decode = _decoder(handler.request_deserializer)
         encode = handler.response_serializer or _passthrough
