@@ -24,13 +24,13 @@ SERVICES_ONLY = "This method is only for Cairn services"
 class LocalCallers:
     def __init__(self, authenticator: Authenticator, internal_secret: str) -> None:
         self._authn = authenticator
-        self._secret = internal_secret
+        self._verify = principals.Verifier(internal_secret)
 
     def _asserted(self, context: Context) -> Principal | None:
         assertion = dict(context.invocation_metadata() or ()).get(principals.PRINCIPAL_HEADER)
         if not isinstance(assertion, str):
             return None
-        return principals.verify(assertion, self._secret)
+        return self._verify(assertion)
 
     async def resolve(self, context: Context) -> Principal:
         trusted = self._asserted(context)

@@ -9,6 +9,7 @@ are never reachable through Envoy (`InternalOnlyAuthorizer`). An allowed request
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -134,6 +135,8 @@ INTERNAL_PATHS = (
 )
 INTERNAL_ONLY = "Internal method: not available through the gateway"
 IDENTITY_HEADERS = ("authorization", "cookie", principals.PRINCIPAL_HEADER)
+# Distinct principals whose allowing answer a process keeps (cleared when full).
+ALLOWED_CACHE_MAX = 10_000
 
 
 class PublicAuthorizer:
@@ -169,6 +172,11 @@ class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore
         self._default = default
         self._routes = list(routes)
         self._secret = internal_secret
+        # (principal, headers removed) -> the answer allowing it, and when to sign it afresh.
+        # Authentication still runs on every check; only the signed header and the response
+        # message are reused (signing and building them cost ~12 µs of a ~40 µs check).
+        self._allowed: dict[tuple[principals.Principal | None, Sequence[str]],
+                            tuple[external_auth_pb2.CheckResponse, float]] = {}
 
     def authorizer_for(self, path: str) -> RequestAuthorizer:
         return next((a for matches, a in self._routes if matches(path)), self._default)
@@ -181,13 +189,30 @@ class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore
         request_id = http.headers.get("x-request-id") or http.id
         if request_id:
             structlog.contextvars.bind_contextvars(request_id=request_id)
-        incoming = HttpRequest(http.method, http.path, dict(http.headers))
+        # The request's header map is already a read-only view with `get`: no copy.
+        incoming = HttpRequest(http.method, http.path, http.headers)
         decision = await self.authorizer_for(http.path).check(incoming)
         if isinstance(decision, Deny):
             return self._deny(decision)
+        if decision.headers:  # per-request headers (e.g. a ledger token's signed claims)
+            return self._allow(decision)
+        key = (decision.principal, tuple(decision.remove))
+        now = time.time()
+        cached = self._allowed.get(key)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        response = self._allow(decision, now)
+        if len(self._allowed) >= ALLOWED_CACHE_MAX:
+            self._allowed.clear()
+        # Re-signed once half its lifetime is gone, so a service always gets a header with
+        # at least ASSERTION_TTL_SECONDS / 2 left.
+        self._allowed[key] = (response, now + principals.ASSERTION_TTL_SECONDS / 2)
+        return response
+
+    def _allow(self, decision: Allow, now: float | None = None) -> external_auth_pb2.CheckResponse:
         headers = [_header(k, v) for k, v in decision.headers.items()]
         if decision.principal is not None:
-            assertion = principals.sign(decision.principal, self._secret)
+            assertion = principals.sign(decision.principal, self._secret, now)
             headers.append(_header(principals.PRINCIPAL_HEADER, assertion))
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),

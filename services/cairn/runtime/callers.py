@@ -30,6 +30,7 @@ class CallerResolver:
 
     def __init__(self, internal_secret: str, auth_address: str) -> None:
         self._secret = internal_secret
+        self._verify = principals.Verifier(internal_secret)
         self._auth_address = auth_address
         self._stub: auth_service_pb2_grpc.AuthServiceAsyncStub | None = None
 
@@ -43,7 +44,7 @@ class CallerResolver:
         metadata = dict(context.invocation_metadata() or ())
         assertion = metadata.get(principals.PRINCIPAL_HEADER)
         if isinstance(assertion, str):
-            trusted = principals.verify(assertion, self._secret)
+            trusted = self._verify(assertion)
             if trusted is not None:
                 return trusted
         authorization = metadata.get("authorization")

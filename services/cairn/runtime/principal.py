@@ -51,15 +51,50 @@ def sign(principal: Principal, secret: str, now: float | None = None) -> str:
     return f"{payload.decode()}.{_mac(secret, payload)}"
 
 
-def verify(assertion: str, secret: str, now: float | None = None) -> Principal | None:
-    """The principal of a valid, unexpired assertion; None for anything else."""
+def _claims(assertion: str, secret: str) -> tuple[Principal, float] | None:
+    """The principal and expiry (epoch seconds) of an assertion whose signature verifies."""
     payload, _, mac = assertion.partition(".")
     if not payload or not secret or not hmac.compare_digest(_mac(secret, payload.encode()), mac):
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload))
-        if claims["exp"] < (now or time.time()):
+        expires = claims["exp"]
+        if not isinstance(expires, int | float):
             return None
-        return Principal(str(claims["sub"]), str(claims["tid"]), tuple(claims["roles"]))
+        return Principal(str(claims["sub"]), str(claims["tid"]), tuple(claims["roles"])), expires
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def verify(assertion: str, secret: str, now: float | None = None) -> Principal | None:
+    """The principal of a valid, unexpired assertion; None for anything else."""
+    verified = _claims(assertion, secret)
+    if verified is None or verified[1] < (now or time.time()):
+        return None
+    return verified[0]
+
+
+# Distinct assertions a Verifier remembers (cleared when full).
+VERIFIED_MAX = 10_000
+
+
+class Verifier:
+    """`verify` with the shared secret, remembering each assertion that verified until it
+    expires: ext_authz reuses one assertion per principal for half its lifetime, so a service
+    checks the HMAC and decodes the claims once, not on every call (~6 µs each)."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def __call__(self, assertion: str, now: float | None = None) -> Principal | None:
+        now = now or time.time()
+        known = self._verified.get(assertion)
+        if known is None:
+            known = _claims(assertion, self._secret)
+            if known is None:
+                return None
+            if len(self._verified) >= VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[assertion] = known
+        return None if known[1] < now else known[0]

@@ -4,7 +4,9 @@ takes Golem tokens; client-sent identity headers are always dropped."""
 from __future__ import annotations
 
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2
 
+from cairn.auth import ext_authz as ext_authz_module
 from cairn.auth.ext_authz import (
     IDENTITY_HEADERS,
     INTERNAL_PATHS,
@@ -18,6 +20,7 @@ from cairn.auth.ext_authz import (
     exact_paths,
     path_only,
 )
+from cairn.runtime.principal import ASSERTION_TTL_SECONDS, PRINCIPAL_HEADER, Principal, verify
 
 
 class Refuse:
@@ -73,3 +76,44 @@ async def test_internal_methods_are_refused_whatever_the_credentials(path: str) 
         HttpRequest("POST", path, {"authorization": "Bearer admin"})
     )
     assert isinstance(decision, Deny) and decision.http_status == 403
+
+
+class AllowAlice:
+    def __init__(self) -> None:
+        self.checks = 0
+
+    async def check(self, request: HttpRequest) -> Allow | Deny:
+        self.checks += 1
+        return Allow(Principal("alice", "tok-1", ("Admin",)))
+
+
+def _check_request(path: str) -> external_auth_pb2.CheckRequest:
+    request = external_auth_pb2.CheckRequest()
+    request.attributes.request.http.path = path
+    request.attributes.request.http.headers["authorization"] = "Bearer x"
+    return request
+
+
+def _asserted(response: external_auth_pb2.CheckResponse) -> str:
+    (value,) = [h.header.value for h in response.ok_response.headers
+                if h.header.key == PRINCIPAL_HEADER]
+    return value
+
+
+async def test_allowing_answer_is_reused_per_principal_and_signed_afresh_at_half_life(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    authorizer = AllowAlice()
+    ext_authz = ExtAuthzApi(authorizer, "secret")
+    clock = [1000.0]
+    monkeypatch.setattr(ext_authz_module.time, "time", lambda: clock[0])
+    first = await ext_authz.Check(_check_request("/v1/projects/default"), None)
+    again = await ext_authz.Check(_check_request("/v1/projects"), None)
+    assert authorizer.checks == 2  # every request is still authenticated
+    assert _asserted(again) == _asserted(first)
+    assert list(again.ok_response.headers_to_remove) == ["authorization"]
+    clock[0] += ASSERTION_TTL_SECONDS / 2
+    later = await ext_authz.Check(_check_request("/v1/projects/default"), None)
+    assert _asserted(later) != _asserted(first)
+    assert verify(_asserted(later), "secret", now=clock[0] + ASSERTION_TTL_SECONDS - 1) == \
+        Principal("alice", "tok-1", ("Admin",))

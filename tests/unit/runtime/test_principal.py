@@ -1,6 +1,6 @@
 """The signed principal header: only the holder of the internal secret can mint one."""
 
-from cairn.runtime.principal import ASSERTION_TTL_SECONDS, Principal, sign, verify
+from cairn.runtime.principal import ASSERTION_TTL_SECONDS, Principal, Verifier, sign, verify
 
 SECRET = "s3cret"
 
@@ -25,3 +25,14 @@ def test_expired_assertion_is_rejected() -> None:
     assertion = sign(Principal("acct-1"), SECRET, now=1000.0)
     assert verify(assertion, SECRET, now=1000.0 + ASSERTION_TTL_SECONDS - 1) is not None
     assert verify(assertion, SECRET, now=1000.0 + ASSERTION_TTL_SECONDS + 1) is None
+
+
+def test_verifier_remembers_a_valid_assertion_only_until_it_expires() -> None:
+    verifier = Verifier(SECRET)
+    p = Principal("acct-1", "tok-1", ("Admin",))
+    assertion = sign(p, SECRET, now=1000.0)
+    assert verifier(assertion, now=1000.0) == p
+    assert verifier(assertion, now=1000.0 + ASSERTION_TTL_SECONDS - 1) == p  # remembered
+    assert verifier(assertion, now=1000.0 + ASSERTION_TTL_SECONDS + 1) is None
+    assert Verifier("other")(assertion, now=1000.0) is None
+    assert verifier("garbage") is None
