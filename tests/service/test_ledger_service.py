@@ -31,6 +31,7 @@ from cairn.ledger.feed import feed_redis
 from cairn.ledger.lf.ast import PrimType, TBuiltin, TCon, TNat, Type
 from cairn.ledger.lf.dar import load_dar
 from cairn.ledger.lf.packages import PackageSet
+from cairn.ledger.service import DEFAULT_INLINE_MAX_CALLS, INLINE_MAX_VALUES
 from cairn.ledger.settings import LedgerSettings
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
@@ -305,6 +306,33 @@ async def test_typed_grpc_create_fetch_and_query(ledger: Ledger, model_tests: by
         metadata=bearer(ALICE))
     assert [c.contract_id for c in found.contracts] == [created.contract.contract_id]
     assert list(found.unknown_template_ids) == ["No:Such"]
+
+
+@pytest.mark.parametrize("inline_max_calls", [DEFAULT_INLINE_MAX_CALLS, 1, 0])
+async def test_creates_answer_alike_on_the_loop_and_in_a_worker_thread(
+        redis: aioredis.Redis, tmp_path: Path, model_tests: bytes, inline_max_calls: int) -> None:
+    """A small create is interpreted on the event loop; one with a large payload, one that
+    needs more engine calls than the inline budget (an Iou create makes 22; budget 1), and every
+    one with the budget 0 in a worker thread. The replies are the same."""
+    settings = LedgerSettings(LedgerTokenPolicy(), blob_env={"CAIRN_BLOB_DIR": str(tmp_path)},
+                              inline_max_calls=inline_max_calls)
+    running = await start_ledger(redis, tmp_path, settings=settings)
+    try:
+        await upload(running, model_tests)
+        crowd = [f"Observer{i}" for i in range(INLINE_MAX_VALUES)]  # past the inline size
+        for payload in (IOU, {**IOU, "observers": crowd}):
+            created = await create(running, "Iou:Iou", payload)
+            contract = created["result"]
+            assert contract["payload"] == payload
+            assert contract["signatories"] == ["Alice"]
+            assert contract["observers"] == sorted(payload["observers"])
+            active = {k: v for k, v in contract.items() if k != "completionOffset"}
+            assert await fetch(running, {"contractId": contract["contractId"]}) == {
+                "status": 200, "result": active}
+        status, error = await failure(create(running, "Iou:Iou", {**IOU, "amount": "x"}))
+        assert status == 400 and "amount" in error["errors"][0]
+    finally:
+        await running.stop()
 
 
 async def test_create_errors_are_json_api_shaped(ledger: Ledger, model_tests: bytes) -> None:

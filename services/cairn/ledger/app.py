@@ -48,7 +48,7 @@ class LedgerApp:
                           retention=settings.retention,
                           consistency_timeout=settings.consistency_timeout_seconds)
         await feed.start()
-        service = LedgerService(store, packages, feed)
+        service = LedgerService(store, packages, feed, settings.inline_max_calls)
         streams = LedgerStreams(packages, feed_store, feed, heartbeat_seconds)
         api = LedgerApi(service, LedgerCallers(settings.tokens, internal_secret), streams)
         return cls(store, blobs, packages, feed, service, streams, api)

@@ -1,8 +1,9 @@
 """Ledger use cases: create, exercise, create-and-exercise, fetch, query, parties and packages,
 with the JSON API's rules.
 
-Commands are interpreted by the engine against the packages in this process (in a worker thread,
-reading contracts and keys through `RedisLedgerView`) and committed to Redis in one atomic step
+Commands are interpreted by the engine against the packages in this process (a small create on
+the event loop, anything else in a worker thread, reading contracts and keys through
+`RedisLedgerView`) and committed to Redis in one atomic step
 (`LedgerStore.commit`), which re-checks what the command relied on and appends the transaction to
 the log. Reads answer from this replica's query store (`QueryStore`, kept current by the
 `LedgerFeed`) once it has caught up with the ledger end, so they reflect every command answered
@@ -18,7 +19,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cairn.auth.ledger_jwt import LedgerClaims
 from cairn.blobstore.port import BlobReader
@@ -33,6 +34,7 @@ from cairn.ledger.lf.errors import (
     ContractNotFound,
     DuplicateContractKey,
     EngineError,
+    EvaluationLimitExceeded,
 )
 from cairn.ledger.lf.interp import CreatedEvent, ExercisedEvent
 from cairn.ledger.model import (
@@ -69,7 +71,18 @@ from cairn.runtime.errors import (
     quote,
 )
 
+T = TypeVar("T")
+
 _PARTY_HINT = re.compile(r"[a-zA-Z0-9:\-_ ]{1,255}")
+# A command is interpreted on the event loop when its payload is this small (JSON values, and
+# nesting depth) and the engine needs at most `inline_max_calls` function calls for it: handing
+# a small command to a worker thread (a thread wake-up, then a loop wake-up with the result, and
+# the GIL passed back and forth) costs more CPU than interpreting it.
+INLINE_MAX_VALUES = 256
+INLINE_MAX_DEPTH = 16
+# About 1 to 10 ms of interpretation (2.5-25 us per call; an Iou create makes 22 calls): the
+# longest the loop stalls for a command that then goes to a worker thread after all.
+DEFAULT_INLINE_MAX_CALLS = 400
 _DUPLICATE_COMMAND = ("DUPLICATE_COMMAND: A command with the given command id has already "
                       "been successfully processed")
 
@@ -136,6 +149,24 @@ def submitting_parties(claims: LedgerClaims, meta: CommandMeta
     return tuple(dict.fromkeys(act_as)), tuple(dict.fromkeys(read_as))
 
 
+def small_json(value: Any, max_values: int = INLINE_MAX_VALUES,
+               max_depth: int = INLINE_MAX_DEPTH) -> bool:
+    """Whether `value` (parsed JSON) has at most `max_values` values nested at most
+    `max_depth` deep; stops counting as soon as it has more."""
+    pending = [(value, 1)]
+    count = 0
+    while pending:
+        item, depth = pending.pop()
+        count += 1
+        if count > max_values or depth > max_depth:
+            return False
+        if isinstance(item, dict):
+            pending.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            pending.extend((v, depth + 1) for v in item)
+    return True
+
+
 def require_readers(claims: LedgerClaims) -> frozenset[str]:
     if not claims.ledger_id:
         raise Unauthenticated("ledgerId missing in access token")
@@ -178,10 +209,25 @@ class QueryResult:
 
 
 class LedgerService:
-    def __init__(self, store: LedgerStore, packages: PackageRegistry, feed: LedgerFeed) -> None:
+    def __init__(self, store: LedgerStore, packages: PackageRegistry, feed: LedgerFeed,
+                 inline_max_calls: int = DEFAULT_INLINE_MAX_CALLS) -> None:
         self._store = store
         self._packages = packages
         self._feed = feed
+        self._inline_max_calls = inline_max_calls  # 0: every command in a worker thread
+
+    async def _run_engine(self, work: Callable[[int | None], T], small: bool) -> T:
+        """`work(max_calls)`: interpretation, CPU-bound. A `small` command runs on the event
+        loop under the inline call budget; any other, or one that needs more calls, runs in a
+        worker thread with the engine's own budget, so the loop stays free for other calls and
+        health checks meanwhile (nothing is committed before this returns, so running a
+        command again is safe)."""
+        if small and self._inline_max_calls:
+            try:
+                return work(self._inline_max_calls)
+            except EvaluationLimitExceeded:
+                pass
+        return await asyncio.to_thread(work, None)
 
     # ------------------------------------------------------------------ helpers
     async def _template(self, raw: object) -> Identifier:
@@ -296,15 +342,14 @@ class LedgerService:
         submission = self._submission(claims, meta)
         template_id = await self._template(template)
 
-        def interpret() -> Transaction:
+        def interpret(max_calls: int | None) -> Transaction:
             argument = self._packages.codec.decode(TCon(template_id), payload)
             return self._packages.engine.create(
-                template_id, argument, act_as=submission.act_as, read_as=submission.read_as)
+                template_id, argument, act_as=submission.act_as, read_as=submission.read_as,
+                max_calls=max_calls)
 
         try:
-            # Interpretation is CPU-bound and may run long (the engine bounds it by a call
-            # budget): keep the event loop free for other calls and health checks meanwhile.
-            transaction = await asyncio.to_thread(interpret)
+            transaction = await self._run_engine(interpret, small_json(payload))
         except CodecError as err:
             raise InvalidRequest(str(err)) from None
         except EngineError as err:

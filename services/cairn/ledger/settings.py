@@ -15,6 +15,7 @@
 | `CAIRN_LEDGER_QUERY_STORE_MAX_CONTRACTS` | `0` | payloads kept in memory (0: all) |
 | `CAIRN_LEDGER_CONSISTENCY_TIMEOUT_SECONDS` | `10` | longest wait of a read for the query store |
 | `CAIRN_LEDGER_MAX_DEDUPLICATION_SECONDS` | `86400` | longest (and default) deduplication period |
+| `CAIRN_LEDGER_INLINE_MAX_CALLS` | `400` | engine calls of a small create on the loop (0: none) |
 
 Details in docs/ledger-service.md.
 """
@@ -32,6 +33,7 @@ from cairn.blobstore.metered import metered
 from cairn.blobstore.port import BlobStore
 from cairn.ledger.feed import Retention
 from cairn.ledger.lf.dar import DAR_LIMITS
+from cairn.ledger.service import DEFAULT_INLINE_MAX_CALLS
 from cairn.ledger.store import DEFAULT_MAX_DEDUPLICATION_SECONDS
 from cairn.runtime.archives import ArchiveLimits
 
@@ -64,6 +66,7 @@ class LedgerSettings:
     consistency_timeout_seconds: float = DEFAULT_CONSISTENCY_TIMEOUT_SECONDS
     max_deduplication_seconds: int = DEFAULT_MAX_DEDUPLICATION_SECONDS
     dar_limits: ArchiveLimits = DAR_LIMITS
+    inline_max_calls: int = DEFAULT_INLINE_MAX_CALLS
 
     @property
     def ledger_id(self) -> str:
@@ -115,4 +118,6 @@ class LedgerSettings:
                 max_ratio=int(_number(env, "CAIRN_LEDGER_MAX_DAR_RATIO", DAR_LIMITS.max_ratio,
                                       integer=True, positive=True)),
             ),
+            inline_max_calls=int(_number(env, "CAIRN_LEDGER_INLINE_MAX_CALLS",
+                                         DEFAULT_INLINE_MAX_CALLS, integer=True)),
         )

@@ -132,7 +132,7 @@ class Engine:
     # ------------------------------------------------------------------ commands
     def _machine(self, act_as: Iterable[str], ledger: LedgerView | None,
                  ledger_time: int | None, new_contract_id: Callable[[], str] | None,
-                 read_as: Iterable[str] = ()) -> Machine:
+                 read_as: Iterable[str] = (), max_calls: int | None = None) -> Machine:
         if isinstance(act_as, str) or isinstance(read_as, str):
             raise TypeError("act_as and read_as take collections of parties, not a string")
         parties = frozenset(act_as)
@@ -140,7 +140,7 @@ class Engine:
             raise InvalidArgument("Expected one or more parties in actAs but got none")
         return Machine(self.packages, self._value_cache, ledger or EmptyLedger(), parties,
                        _now_micros() if ledger_time is None else ledger_time, new_contract_id,
-                       frozenset(read_as), self.max_calls)
+                       frozenset(read_as), self.max_calls if max_calls is None else max_calls)
 
     def _transaction(self, machine: Machine, result: Any) -> Transaction:
         state = machine.state
@@ -177,9 +177,11 @@ class Engine:
     def create(self, template_id: Identifier, argument: Record, *, act_as: Iterable[str],
                read_as: Iterable[str] = (), ledger: LedgerView | None = None,
                ledger_time: int | None = None,
-               new_contract_id: Callable[[], str] | None = None) -> Transaction:
-        """Create one contract; `Transaction.result` is its contract id."""
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
+               new_contract_id: Callable[[], str] | None = None,
+               max_calls: int | None = None) -> Transaction:
+        """Create one contract; `Transaction.result` is its contract id. `max_calls` lowers
+        the engine's call budget for this command (EvaluationLimitExceeded past it)."""
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as, max_calls)
         return self._run(machine, lambda: machine.create(template_id, argument))
 
     def exercise(self, contract_id: str, choice: str, argument: Any, *, act_as: Iterable[str],
