@@ -10,6 +10,7 @@ never matters.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -67,6 +68,11 @@ class StoredContract:
 
     def to_text(self) -> str:
         """`to_json` as compact JSON: the stored form, and exactly what clients receive."""
+        return self._text
+
+    @functools.cached_property
+    def _text(self) -> str:
+        # Rendered once: the commit stores it and a create's reply is spliced from it.
         return compact(self.to_json())
 
     @classmethod

@@ -306,12 +306,13 @@ class LedgerService:
                           meta.submission_id, period)
 
     async def _commit(self, claims: LedgerClaims, submission: Submission,
-                      transaction: Transaction, rendered: _Interpreted | None = None) -> str:
+                      transaction: Transaction, created: tuple[StoredContract, ...],
+                      archived: tuple[StoredContract, ...] = ()) -> str:
+        """Commit `transaction`, whose contracts in their stored form are `created` and
+        `archived`; returns its offset."""
         commit = Commit(
-            created=(rendered.created if rendered is not None
-                     else tuple(self._stored(c) for c in transaction.created)),
-            archived=(rendered.archived if rendered is not None
-                      else tuple(self._stored(c) for c in transaction.archived)),
+            created=created,
+            archived=archived,
             inputs=tuple(transaction.input_contracts),
             key_expectations=tuple(
                 (template_id_text(template), key_slot(template_id_text(template), canonical),
@@ -354,9 +355,9 @@ class LedgerService:
             raise InvalidRequest(str(err)) from None
         except EngineError as err:
             raise engine_failure(err) from None
-        offset = await self._commit(claims, submission, transaction)
-        created = self._stored(transaction.created[0])
-        return Created(created, offset)
+        created = tuple(self._stored(c) for c in transaction.created)  # just the one
+        offset = await self._commit(claims, submission, transaction, created)
+        return Created(created[0], offset)
 
     def _resolve_choice(self, template_id: Identifier, choice: object,
                         choice_interface_id: Identifier | None = None
@@ -455,7 +456,8 @@ class LedgerService:
             return self._render(transaction, choice_def.return_type)
 
         interpreted = await self._interpret(interpret)
-        offset = await self._commit(claims, submission, interpreted.transaction, interpreted)
+        offset = await self._commit(claims, submission, interpreted.transaction,
+                                    interpreted.created, interpreted.archived)
         return Exercised(interpreted.result, interpreted.events, offset)
 
     async def create_and_exercise(self, claims: LedgerClaims, template: object, payload: Any,
@@ -482,7 +484,8 @@ class LedgerService:
             return self._render(transaction, choice_def.return_type)
 
         interpreted = await self._interpret(interpret)
-        offset = await self._commit(claims, submission, interpreted.transaction, interpreted)
+        offset = await self._commit(claims, submission, interpreted.transaction,
+                                    interpreted.created, interpreted.archived)
         return Exercised(interpreted.result, interpreted.events, offset)
 
     # ------------------------------------------------------------------ reads
