@@ -11,8 +11,9 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -62,15 +63,27 @@ def handled(service: str, method: str, code: str) -> dict[str, str]:
             "grpc_code": code}
 
 
+def access_entries(text: str) -> Iterator[dict[str, Any]]:
+    """Envoy's access-log objects in the shared stack log. Every part of the stack writes to the
+    one file, and Envoy's flushes need not end at a line's end, so another process's line can
+    follow an access-log object on the same line: each object is decoded from where it starts."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r'"event":\s*"http_access"', text):
+        start = text.rfind("{", 0, match.start())  # the object is flat: its own brace
+        try:
+            entry, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue  # still being written
+        yield entry
+
+
 def access_log(stack: RunningStack, request_ids: set[str]) -> dict[str, dict[str, object]]:
     """Envoy's access-log lines for these request ids (Envoy flushes its log every second)."""
     found: dict[str, dict[str, object]] = {}
     for _ in range(100):
-        for line in (stack.run_dir / "stack.log").read_text(errors="replace").splitlines():
-            if '"http_access"' in line:
-                entry = json.loads(line)
-                if entry["request_id"] in request_ids:
-                    found[str(entry["request_id"])] = entry
+        for entry in access_entries((stack.run_dir / "stack.log").read_text(errors="replace")):
+            if entry["request_id"] in request_ids:
+                found[str(entry["request_id"])] = entry
         if set(found) == request_ids:
             break
         time.sleep(0.1)
