@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
@@ -110,20 +110,35 @@ _UNMEASURED = contextlib.nullcontext()
 
 def _measured(command: object) -> contextlib.AbstractContextManager[None]:
     """Times and counts `command` in the cairn_redis_* metrics while metrics are recorded."""
-    return _timed(command) if recording() else _UNMEASURED
+    return _Timed(command) if recording() else _UNMEASURED
 
 
-@contextlib.contextmanager
-def _timed(command: object) -> Iterator[None]:
-    name = command.decode() if isinstance(command, bytes) else str(command)
-    started = time.perf_counter()
-    try:
-        yield
-    except Exception as err:
-        COMMAND_ERRORS.labels(name.upper(), type(err).__name__).inc()
-        raise
-    finally:
-        COMMAND_SECONDS.labels(name.upper()).observe(time.perf_counter() - started)
+# command as sent (bytes or str) -> its metric name and its histogram child: `labels()` takes a
+# lock and formats the labels on every call. Command names are a small fixed set.
+_COMMAND_SECONDS: dict[object, tuple[str, Any]] = {}
+
+
+class _Timed:
+    """One command's timing (a class, not a generator context manager: ~4 µs less per command)."""
+
+    __slots__ = ("_name", "_seconds", "_started")
+
+    def __init__(self, command: object) -> None:
+        known = _COMMAND_SECONDS.get(command)
+        if known is None:
+            name = _name(command)
+            known = _COMMAND_SECONDS[command] = (name, COMMAND_SECONDS.labels(name))
+        self._name: str = known[0]
+        self._seconds: Any = known[1]
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: Any, err: BaseException | None, traceback: Any) -> None:
+        if isinstance(err, Exception):
+            COMMAND_ERRORS.labels(self._name, type(err).__name__).inc()
+        self._seconds.observe(time.perf_counter() - self._started)
 
 
 # Commands after which no replica acknowledgement is awaited: they write no data.
