@@ -44,3 +44,18 @@ def test_blob_stores_are_wrapped_only_while_recording(tmp_path: Path, recording_
     assert metered(store) is store
     metrics.set_recording(True)
     assert isinstance(metered(store), MeteredBlobStore)
+
+
+def test_a_failed_redis_command_is_timed_and_counted_by_its_error() -> None:
+    def errors() -> float:
+        value = REGISTRY.get_sample_value("cairn_redis_command_errors_total",
+                                          {"command": "UNITFAIL", "error": "ValueError"})
+        return value or 0.0
+
+    before_seconds, before_errors = _observed("UNITFAIL"), errors()
+    with pytest.raises(ValueError), _measured(b"unitfail"):
+        raise ValueError("refused")
+    with _measured("unitfail"):  # bytes and text name the same command
+        pass
+    assert _observed("UNITFAIL") == before_seconds + 2
+    assert errors() == before_errors + 1
