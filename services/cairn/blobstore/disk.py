@@ -7,8 +7,9 @@ removed by the next store opened on the root (`cairn.runtime.scratch`).
 
 `put_file` stores a file the caller already wrote and hashed (a spooled upload) by hard-linking it
 into the scratch directory instead of copying it: the bytes are neither read nor hashed again, only
-fsynced. On another file system (EXDEV) it falls back to a kernel copy. A linked blob keeps the
-source file's mode (a spool file's 0600).
+fsynced (`prepare_file` starts that fsync early, while the caller does other work). On another
+file system (EXDEV) it falls back to a kernel copy. A linked blob keeps the source file's mode
+(a spool file's 0600).
 
 Beside each blob a hidden sidecar caches its SHA-256; the sidecar records the file identity it
 describes (device, inode, size, mtime) and is ignored when that no longer matches, so a stale or
@@ -102,6 +103,16 @@ def _link_or_copy(source: Path, destination: Path) -> None:
     except OSError:
         # Another file system (EXDEV), or one without hard links: the kernel copies it.
         shutil.copyfile(source, destination)
+
+
+def _flush_quietly(path: Path) -> None:
+    """fsync a file that `put_file` will link; a hint, so a file already gone is no error."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _TempBlobFile:
@@ -272,6 +283,10 @@ class DiskBlobStore:
             # that had read its whole stream would), so the caller's cleanup must come after it.
             await asyncio.shield(calls.settle())
             raise
+
+    def prepare_file(self, path: Path) -> None:
+        # Not waited for: the put's own fsync waits for whatever this has not written yet.
+        self._executor.submit(_flush_quietly, Path(path))
 
     def _put_file_sync(self, key: str, target: Path, source: Path, sha256: str) -> BlobInfo:
         temp = _TempBlobFile(key, target, self._scratch_path(), source=source)

@@ -76,6 +76,9 @@ class MeteredBlobStore:
         return await self._measure("put", self.inner.put_file(
             key, path, size=size, sha256=sha256, content_type=content_type))
 
+    def prepare_file(self, path: Path) -> None:
+        self.inner.prepare_file(path)
+
     async def open(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
         return await self._measure("open", self.inner.open(key, chunk_size=chunk_size))
 

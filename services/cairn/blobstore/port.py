@@ -131,6 +131,12 @@ class BlobStore(Protocol):
         """
         ...
 
+    def prepare_file(self, path: Path) -> None:
+        """A head start on a `put_file` of `path` that is coming: returns at once. The disk
+        adapter starts flushing the file to disk in a worker thread, so the put's own fsync finds
+        little left to write; S3 does nothing. A hint only: it never fails."""
+        ...
+
     async def open(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
         """Open the blob for streaming reads; raises BlobNotFound for an unknown key."""
         ...

@@ -169,6 +169,9 @@ class S3BlobStore:
         del sha256
         return await self.put(key, iter_file(path), max_size=size, content_type=content_type)
 
+    def prepare_file(self, path: Path) -> None:
+        """Nothing to start: the file is read when it is uploaded."""
+
     async def _put_single(self, key: str, data: bytes, sha256: str, content_type: str) -> None:
         def upload() -> None:
             try:

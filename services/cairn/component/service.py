@@ -262,6 +262,8 @@ class ComponentService:
     ) -> ComponentVersion:
         if name is None or not name.strip():
             raise InvalidRequest.for_field("componentName", "componentName must not be empty")
+        # On disk the spool file becomes the blob: its fsync overlaps the checks and the count.
+        self._blobs.prepare_file(wasm.path)
         project = await self._project_for(caller, project_id)
         owner = await self._projects.authorize(caller, project, access.CREATE_COMPONENT)
         # Golem checks the name first: a taken name is a 409 before any work on the binary.
@@ -318,6 +320,7 @@ class ComponentService:
         reason: str,
     ) -> ComponentVersion:
         """A new version with a new binary; files are replaced only when `files` is given."""
+        self._blobs.prepare_file(wasm.path)  # as in create
         latest = await self._latest_authorized(caller, component_id, access.UPDATE_COMPONENT)
         self._check_size(wasm.size)
         analysed = await asyncio.to_thread(_analyse_file, wasm.path)

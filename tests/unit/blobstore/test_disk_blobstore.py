@@ -190,6 +190,7 @@ async def test_put_file_copies_across_file_systems(
 
 async def test_put_file_of_a_missing_file_stores_nothing(tmp_path: Path) -> None:
     store = DiskBlobStore(tmp_path / "blobs")
+    store.prepare_file(tmp_path / "gone.part")  # only a hint: nothing to flush, nothing raised
     with pytest.raises(BlobStoreError):
         await store.put_file("k", tmp_path / "gone.part", size=1, sha256=_sha(b"x"))
     assert not await store.exists("k")
