@@ -15,12 +15,14 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from cairn.auth.ledger_jwt import encode_jwt_hs256
+from cairn.auth.ledger_jwt import LedgerTokenPolicy, encode_jwt_hs256
 from cairn.ledger.codec import JsonCodec
 from cairn.ledger.grpc_api import value_to_pb as value_to_pb_dict
 from cairn.ledger.lf.ast import Identifier
 from cairn.ledger.lf.dar import load_dar
 from cairn.ledger.lf.engine import Engine
+from cairn.ledger.service import DEFAULT_INLINE_MAX_CALLS
+from cairn.ledger.settings import LedgerSettings
 from cairn.ledger.store import LedgerStore
 from cairn.ledger.v1 import ledger_service_pb2 as pb
 from cairn.ledger.view import RedisLedgerView
@@ -41,6 +43,7 @@ from .test_ledger_service import (
     rest,
     rest_error,
     result,
+    start_ledger,
     upload,
 )
 
@@ -121,6 +124,47 @@ async def test_transfer_then_accept_by_bob(model: Ledger) -> None:
     ]
     assert (await query(model, {"templateIds": ["Iou:Iou"]}, token=BOB))["result"] == [bobs_iou]
     assert (await query(model, {"templateIds": ["Iou:IouTransfer"]}))["result"] == []
+
+
+@pytest.mark.parametrize("inline_max_calls", [DEFAULT_INLINE_MAX_CALLS, 1, 0])
+async def test_exercises_answer_alike_on_the_loop_and_in_a_worker_thread(
+        redis: aioredis.Redis, tmp_path: Path, model_tests: bytes, inline_max_calls: int) -> None:
+    """A small exercise runs on the event loop with its contract read ahead; a merge, which
+    reads a second contract, and every exercise past the inline budget (1) or with the budget 0
+    in a worker thread. The outcomes are the same."""
+    settings = LedgerSettings(LedgerTokenPolicy(), blob_env={"CAIRN_BLOB_DIR": str(tmp_path)},
+                              inline_max_calls=inline_max_calls)
+    running = await start_ledger(redis, tmp_path, settings=settings)
+    try:
+        await upload(running, model_tests)
+        iou = await new_iou(running)
+        split = await exercise(running, {"templateId": "Iou:Iou", "contractId": iou["contractId"],
+                                         "choice": "Iou_Split",
+                                         "argument": {"splitAmount": 300}})
+        halves = split["result"]["exerciseResult"]
+        merged = await exercise(running, {"templateId": "Iou:Iou", "contractId": halves["_1"],
+                                          "choice": "Iou_Merge",
+                                          "argument": {"otherCid": halves["_2"]}})
+        merged_cid = merged["result"]["exerciseResult"]
+        assert merged["result"]["events"][2]["created"]["payload"]["amount"] == "999.99"
+        moved = await create_and_exercise(running, {
+            "templateId": "Iou:Iou", "payload": IOU, "choice": "Iou_Transfer",
+            "argument": {"newOwner": "Bob"}})
+        transfer = moved["result"]["exerciseResult"]
+        accepted = await exercise(running, {"templateId": "Iou:IouTransfer",
+                                            "contractId": transfer,
+                                            "choice": "IouTransfer_Accept", "argument": {}},
+                                  token=BOB)
+        bobs = accepted["result"]["events"][-1]["created"]
+        assert bobs["payload"]["owner"] == "Bob" and bobs["signatories"] == ["Alice", "Bob"]
+        status, error = await failure(exercise(running, {
+            "templateId": "Iou:Iou", "contractId": halves["_1"], "choice": "Archive",
+            "argument": {}}))
+        assert status == 404 and "CONTRACT_NOT_FOUND" in error["errors"][0]
+        remaining = (await query(running, {"templateIds": ["Iou:Iou"]}))["result"]
+        assert [c["contractId"] for c in remaining] == [merged_cid, bobs["contractId"]]
+    finally:
+        await running.stop()
 
 
 async def test_split_then_merge(model: Ledger) -> None:

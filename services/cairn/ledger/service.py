@@ -1,7 +1,7 @@
 """Ledger use cases: create, exercise, create-and-exercise, fetch, query, parties and packages,
 with the JSON API's rules.
 
-Commands are interpreted by the engine against the packages in this process (a small create on
+Commands are interpreted by the engine against the packages in this process (a small command on
 the event loop, anything else in a worker thread, reading contracts and keys through
 `RedisLedgerView`) and committed to Redis in one atomic step
 (`LedgerStore.commit`), which re-checks what the command relied on and appends the transaction to
@@ -58,7 +58,7 @@ from cairn.ledger.packages import (
 )
 from cairn.ledger.query import always, compile_query
 from cairn.ledger.store import CommitRejected, LedgerStore
-from cairn.ledger.view import RedisLedgerView
+from cairn.ledger.view import LedgerReadNeeded, RedisLedgerView
 from cairn.runtime.errors import (
     AlreadyExists,
     Conflict,
@@ -218,14 +218,14 @@ class LedgerService:
 
     async def _run_engine(self, work: Callable[[int | None], T], small: bool) -> T:
         """`work(max_calls)`: interpretation, CPU-bound. A `small` command runs on the event
-        loop under the inline call budget; any other, or one that needs more calls, runs in a
-        worker thread with the engine's own budget, so the loop stays free for other calls and
-        health checks meanwhile (nothing is committed before this returns, so running a
-        command again is safe)."""
+        loop under the inline call budget; any other, or one that needs more calls or a ledger
+        read not made ahead (`RedisLedgerView.prefetch`), runs in a worker thread with the
+        engine's own budget, so the loop stays free for other calls and health checks meanwhile
+        (nothing is committed before this returns, so running a command again is safe)."""
         if small and self._inline_max_calls:
             try:
                 return work(self._inline_max_calls)
-            except EvaluationLimitExceeded:
+            except (EvaluationLimitExceeded, LedgerReadNeeded):
                 pass
         return await asyncio.to_thread(work, None)
 
@@ -349,12 +349,7 @@ class LedgerService:
                 template_id, argument, act_as=submission.act_as, read_as=submission.read_as,
                 max_calls=max_calls)
 
-        try:
-            transaction = await self._run_engine(interpret, small_json(payload))
-        except CodecError as err:
-            raise InvalidRequest(str(err)) from None
-        except EngineError as err:
-            raise engine_failure(err) from None
+        transaction = await self._interpret(interpret, small_json(payload))
         created = tuple(self._stored(c) for c in transaction.created)  # just the one
         offset = await self._commit(claims, submission, transaction, created)
         return Created(created[0], offset)
@@ -398,15 +393,14 @@ class LedgerService:
             result=self._packages.codec.encode(return_type, transaction.result),
         )
 
-    async def _interpret(self, work: Callable[[], _Interpreted]) -> _Interpreted:
-        """Run `work` (interpretation plus rendering) in a worker thread, mapping its errors."""
+    async def _interpret(self, work: Callable[[int | None], T], small: bool) -> T:
+        """Run `work` (`_run_engine`), mapping its errors."""
         try:
-            interpreted = await asyncio.to_thread(work)
+            return await self._run_engine(work, small)
         except CodecError as err:
             raise InvalidRequest(str(err)) from None
         except EngineError as err:
             raise engine_failure(err) from None
-        return interpreted
 
     async def exercise(self, claims: LedgerClaims, template: object, choice: object,
                        argument: Any, *, contract_id: object = None, by_key: bool = False,
@@ -431,12 +425,20 @@ class LedgerService:
                                  f"{template_id_text(through)} is not supported; exercise it by "
                                  f"contract id")
         engine, codec = self._packages.engine, self._packages.codec
-        loop = asyncio.get_running_loop()
+        view = RedisLedgerView(self._store, codec, asyncio.get_running_loop())
         choice_name = choice_def.name
+        small = small_json(argument)
+        if by_key:
+            small = False  # its first step is a key lookup: a worker thread at once
+        else:
+            assert isinstance(contract_id, str)
+            # The engine's first read, made here so that a small exercise need not leave the
+            # loop; its payload counts towards the inline size, as the engine decodes it.
+            target = await view.prefetch(contract_id)
+            small = small and (target is None or small_json(target.payload))
 
-        def interpret() -> _Interpreted:
+        def interpret(max_calls: int | None) -> _Interpreted:
             choice_argument = codec.decode(choice_def.arg_type, argument)
-            view = RedisLedgerView(self._store, codec, loop)
             if by_key:
                 try:
                     key_type = engine.key_type(template_id)
@@ -445,17 +447,19 @@ class LedgerService:
                                          f"{template_id_text(template_id)}") from None
                 transaction = engine.exercise_by_key(
                     template_id, codec.decode(key_type, key), choice_name, choice_argument,
-                    act_as=submission.act_as, read_as=submission.read_as, ledger=view)
+                    act_as=submission.act_as, read_as=submission.read_as, ledger=view,
+                    max_calls=max_calls)
             else:
                 assert isinstance(contract_id, str)
                 transaction = engine.exercise(
                     contract_id, choice_name, choice_argument, act_as=submission.act_as,
                     read_as=submission.read_as, ledger=view,
                     # Through an interface the contract may be of any implementing template.
-                    template_id=None if is_interface else template_id, interface_id=through)
+                    template_id=None if is_interface else template_id, interface_id=through,
+                    max_calls=max_calls)
             return self._render(transaction, choice_def.return_type)
 
-        interpreted = await self._interpret(interpret)
+        interpreted = await self._interpret(interpret, small)
         offset = await self._commit(claims, submission, interpreted.transaction,
                                     interpreted.created, interpreted.archived)
         return Exercised(interpreted.result, interpreted.events, offset)
@@ -472,18 +476,18 @@ class LedgerService:
                                  f"{template_id_text(through)} is not supported; create the "
                                  f"contract, then exercise it by contract id")
         engine, codec = self._packages.engine, self._packages.codec
-        loop = asyncio.get_running_loop()
+        view = RedisLedgerView(self._store, codec, asyncio.get_running_loop())
 
-        def interpret() -> _Interpreted:
+        def interpret(max_calls: int | None) -> _Interpreted:
             create_argument = codec.decode(TCon(template_id), payload)
             choice_argument = codec.decode(choice_def.arg_type, argument)
             transaction = engine.create_and_exercise(
                 template_id, create_argument, choice_def.name, choice_argument,
-                act_as=submission.act_as, read_as=submission.read_as,
-                ledger=RedisLedgerView(self._store, codec, loop))
+                act_as=submission.act_as, read_as=submission.read_as, ledger=view,
+                max_calls=max_calls)
             return self._render(transaction, choice_def.return_type)
 
-        interpreted = await self._interpret(interpret)
+        interpreted = await self._interpret(interpret, small_json([payload, argument]))
         offset = await self._commit(claims, submission, interpreted.transaction,
                                     interpreted.created, interpreted.archived)
         return Exercised(interpreted.result, interpreted.events, offset)

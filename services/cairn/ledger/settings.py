@@ -15,7 +15,7 @@
 | `CAIRN_LEDGER_QUERY_STORE_MAX_CONTRACTS` | `0` | payloads kept in memory (0: all) |
 | `CAIRN_LEDGER_CONSISTENCY_TIMEOUT_SECONDS` | `10` | longest wait of a read for the query store |
 | `CAIRN_LEDGER_MAX_DEDUPLICATION_SECONDS` | `86400` | longest (and default) deduplication period |
-| `CAIRN_LEDGER_INLINE_MAX_CALLS` | `400` | engine calls of a small create on the loop (0: none) |
+| `CAIRN_LEDGER_INLINE_MAX_CALLS` | `400` | engine calls of a small command on the loop (0: none) |
 
 Details in docs/ledger-service.md.
 """

@@ -5,6 +5,10 @@ synchronously. This view answers those questions by running the store's coroutin
 service's event loop (`run_coroutine_threadsafe`) and waiting for them in the worker thread,
 so one Redis connection pool serves both and the loop stays free while the engine waits.
 
+A small command may be interpreted on the event loop itself (`LedgerService`): there the view
+answers only from what was read ahead (`prefetch`) and raises `LedgerReadNeeded` for anything
+else, and the command is interpreted again in a worker thread.
+
 Reads are not a snapshot: each lookup sees the ledger as it is at that moment. That is safe
 because the engine records every contract and key it relied on (`Transaction.input_contracts`
 and `key_lookups`) and the commit re-checks them atomically.
@@ -19,7 +23,7 @@ from typing import Any, TypeVar
 from cairn.ledger.codec import JsonCodec
 from cairn.ledger.lf.ast import Identifier
 from cairn.ledger.lf.interp import Contract
-from cairn.ledger.model import key_hash
+from cairn.ledger.model import StoredContract, key_hash
 from cairn.ledger.packages import template_id_text
 from cairn.ledger.store import LedgerStore
 from cairn.runtime.errors import Unavailable
@@ -28,6 +32,11 @@ T = TypeVar("T")
 
 # A Redis round trip far beyond this means the store is unreachable; fail the command.
 LOOKUP_TIMEOUT_SECONDS = 30.0
+
+
+class LedgerReadNeeded(RuntimeError):
+    """A command interpreted on the event loop needs a read it cannot wait for there; it is
+    interpreted again in a worker thread."""
 
 
 class StoreUnavailable(Unavailable):
@@ -48,6 +57,13 @@ class RedisLedgerView:
         self._codec = codec
         self._loop = loop
         self._contracts: dict[str, Contract | None] = {}
+        self._prefetched: dict[str, StoredContract | None] = {}
+
+    async def prefetch(self, contract_id: str) -> StoredContract | None:
+        """Read a contract ahead, on the loop, for a lookup the command will make."""
+        stored = await self._store.contract(contract_id)
+        self._prefetched[contract_id] = stored
+        return stored
 
     def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
         try:
@@ -56,9 +72,9 @@ class RedisLedgerView:
             running = None
         if running is self._loop:
             coroutine.close()
-            # Waiting here would block the very loop that has to answer: a programming error.
-            raise RuntimeError("RedisLedgerView must be used from a worker thread, not the "
-                               "event loop it reads through")
+            # Waiting here would block the very loop that has to answer.
+            raise LedgerReadNeeded("RedisLedgerView reads from a worker thread, not the event "
+                                   "loop it reads through")
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(LOOKUP_TIMEOUT_SECONDS)
@@ -71,7 +87,10 @@ class RedisLedgerView:
         """The active contract with this id, or None if unknown or archived."""
         if contract_id in self._contracts:
             return self._contracts[contract_id]
-        stored = self._wait(self._store.contract(contract_id))
+        if contract_id in self._prefetched:
+            stored = self._prefetched[contract_id]
+        else:
+            stored = self._wait(self._store.contract(contract_id))
         contract = None if stored is None else self._codec.decode_contract(stored.to_json())
         self._contracts[contract_id] = contract
         return contract

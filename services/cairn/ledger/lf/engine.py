@@ -179,8 +179,8 @@ class Engine:
                ledger_time: int | None = None,
                new_contract_id: Callable[[], str] | None = None,
                max_calls: int | None = None) -> Transaction:
-        """Create one contract; `Transaction.result` is its contract id. `max_calls` lowers
-        the engine's call budget for this command (EvaluationLimitExceeded past it)."""
+        """Create one contract; `Transaction.result` is its contract id. In every command
+        `max_calls` replaces the engine's call budget (EvaluationLimitExceeded past it)."""
         machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as, max_calls)
         return self._run(machine, lambda: machine.create(template_id, argument))
 
@@ -188,13 +188,14 @@ class Engine:
                  ledger: LedgerView, read_as: Iterable[str] = (),
                  template_id: Identifier | None = None, interface_id: Identifier | None = None,
                  ledger_time: int | None = None,
-                 new_contract_id: Callable[[], str] | None = None) -> Transaction:
+                 new_contract_id: Callable[[], str] | None = None,
+                 max_calls: int | None = None) -> Transaction:
         """Exercise `choice` on an active contract; `Transaction.result` is the choice result.
 
         Without `template_id` the contract's own template is used; with `interface_id` the
         choice is looked up on that interface.
         """
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as, max_calls)
 
         def command() -> Any:
             contract = machine.fetch_contract(contract_id, None)
@@ -206,8 +207,9 @@ class Engine:
     def exercise_by_key(self, template_id: Identifier, key: Any, choice: str, argument: Any, *,
                         act_as: Iterable[str], ledger: LedgerView, read_as: Iterable[str] = (),
                         ledger_time: int | None = None,
-                        new_contract_id: Callable[[], str] | None = None) -> Transaction:
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
+                        new_contract_id: Callable[[], str] | None = None,
+                        max_calls: int | None = None) -> Transaction:
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as, max_calls)
 
         def command() -> Any:
             contract_id = machine.lookup_key(template_id, key)
@@ -224,8 +226,9 @@ class Engine:
                             choice_argument: Any, *, act_as: Iterable[str],
                             ledger: LedgerView | None = None, read_as: Iterable[str] = (),
                             ledger_time: int | None = None,
-                            new_contract_id: Callable[[], str] | None = None) -> Transaction:
-        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as)
+                            new_contract_id: Callable[[], str] | None = None,
+                            max_calls: int | None = None) -> Transaction:
+        machine = self._machine(act_as, ledger, ledger_time, new_contract_id, read_as, max_calls)
 
         def command() -> Any:
             contract_id = machine.create(template_id, argument)
