@@ -135,8 +135,9 @@ INTERNAL_PATHS = (
 )
 INTERNAL_ONLY = "Internal method: not available through the gateway"
 IDENTITY_HEADERS = ("authorization", "cookie", principals.PRINCIPAL_HEADER)
-# Distinct principals whose allowing answer a process keeps (cleared when full).
+# Distinct principals whose allowing answer a process keeps (cleared when full), and for how long.
 ALLOWED_CACHE_MAX = 10_000
+ALLOWED_REUSE_SECONDS = 1.0
 
 
 class PublicAuthorizer:
@@ -204,9 +205,9 @@ class ExtAuthzApi(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore
         response = self._allow(decision, now)
         if len(self._allowed) >= ALLOWED_CACHE_MAX:
             self._allowed.clear()
-        # Re-signed once half its lifetime is gone, so a service always gets a header with
-        # at least ASSERTION_TTL_SECONDS / 2 left.
-        self._allowed[key] = (response, now + principals.ASSERTION_TTL_SECONDS / 2)
+        # Re-signed after a second, so a service gets a header with practically the lifetime it
+        # had when each check signed its own (a slow upload body may need all of it).
+        self._allowed[key] = (response, now + ALLOWED_REUSE_SECONDS)
         return response
 
     def _allow(self, decision: Allow, now: float | None = None) -> external_auth_pb2.CheckResponse:

@@ -8,6 +8,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from cairn.auth import ext_authz as ext_authz_module
 from cairn.auth.ext_authz import (
+    ALLOWED_REUSE_SECONDS,
     IDENTITY_HEADERS,
     INTERNAL_PATHS,
     LOGIN_BOOTSTRAP_PATHS,
@@ -100,7 +101,7 @@ def _asserted(response: external_auth_pb2.CheckResponse) -> str:
     return value
 
 
-async def test_allowing_answer_is_reused_per_principal_and_signed_afresh_at_half_life(
+async def test_allowing_answer_is_reused_per_principal_and_signed_afresh_after_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     authorizer = AllowAlice()
@@ -112,7 +113,7 @@ async def test_allowing_answer_is_reused_per_principal_and_signed_afresh_at_half
     assert authorizer.checks == 2  # every request is still authenticated
     assert _asserted(again) == _asserted(first)
     assert list(again.ok_response.headers_to_remove) == ["authorization"]
-    clock[0] += ASSERTION_TTL_SECONDS / 2
+    clock[0] += ALLOWED_REUSE_SECONDS
     later = await ext_authz.Check(_check_request("/v1/projects/default"), None)
     assert _asserted(later) != _asserted(first)
     assert verify(_asserted(later), "secret", now=clock[0] + ASSERTION_TTL_SECONDS - 1) == \
