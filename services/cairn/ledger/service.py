@@ -80,8 +80,8 @@ _PARTY_HINT = re.compile(r"[a-zA-Z0-9:\-_ ]{1,255}")
 # the GIL passed back and forth) costs more CPU than interpreting it.
 INLINE_MAX_VALUES = 256
 INLINE_MAX_DEPTH = 16
-# About 1 to 10 ms of interpretation (2.5-25 us per call; an Iou create makes 22 calls): the
-# longest the loop stalls for a command that then goes to a worker thread after all.
+# The longest the loop stalls for a command that then goes to a worker thread after all: 400
+# calls of the compute-bound InefficientFibonacci choice take 5 ms (an Iou create makes 22).
 DEFAULT_INLINE_MAX_CALLS = 400
 _DUPLICATE_COMMAND = ("DUPLICATE_COMMAND: A command with the given command id has already "
                       "been successfully processed")
