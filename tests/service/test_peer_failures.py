@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -119,6 +120,25 @@ async def test_a_call_that_may_have_changed_state_is_not_repeated(
         await UsageLedger(grpc_addr, SECRET).record(CALLER, "bob", storage_bytes=10)
     assert failed.value.message == UNAVAILABLE_MESSAGE
     assert fake.calls["RecordComponentUsage"] == 1
+
+
+async def test_a_usage_record_waits_for_a_peer_that_is_back_while_its_channel_reconnects() -> None:
+    # Seen in test_faults: right after the auth service restarted, an upload's usage record
+    # failed at once on the component's channel, still in its reconnect backoff.
+    port = free_port()
+    ledger = UsageLedger(f"127.0.0.1:{port}", SECRET)
+    with pytest.raises(Unavailable):  # nobody there: the channel backs off
+        await ledger.record(CALLER, "bob", storage_bytes=10, operation="op-1")
+    restarted = FakeAuth()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_AuthServiceServicer_to_server(restarted, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    threading.Timer(0.2, server.start).start()
+    try:
+        await ledger.record(CALLER, "bob", storage_bytes=10, operation="op-2")
+    finally:
+        server.stop(None)
+    assert restarted.calls["RecordComponentUsage"] == 1, "sent once, when connected"
 
 
 async def test_a_hanging_peer_is_a_503_after_the_deadline(fake: FakeAuth, grpc_addr: str) -> None:

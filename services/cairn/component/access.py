@@ -17,7 +17,7 @@ from cairn.project.v1 import plugin_service_pb2_grpc as plugin_grpc
 from cairn.project.v1 import project_service_pb2 as project_pb
 from cairn.project.v1 import project_service_pb2_grpc as project_grpc
 from cairn.runtime.callers import as_caller
-from cairn.runtime.channels import internal_channel, unavailable_peer
+from cairn.runtime.channels import internal_channel, reconnected, unavailable_peer
 from cairn.runtime.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -140,11 +140,13 @@ class UsageLedger:
     def __init__(self, auth_address: str, internal_secret: str) -> None:
         self._address = auth_address
         self._secret = internal_secret
+        self._channel: grpc.aio.Channel | None = None
         self._stub: auth_grpc.AuthServiceAsyncStub | None = None
 
     def _auth(self) -> auth_grpc.AuthServiceAsyncStub:
         if self._stub is None:
-            self._stub = auth_grpc.AuthServiceStub(internal_channel(self._address))
+            self._channel = internal_channel(self._address)
+            self._stub = auth_grpc.AuthServiceStub(self._channel)
         return self._stub
 
     async def record(
@@ -173,8 +175,13 @@ class UsageLedger:
             account_id=account_id, operation_id=operation, cancel=True))
 
     async def _call(self, caller: Principal, request: auth_pb.RecordComponentUsageRequest) -> None:
+        stub = self._auth()
+        assert self._channel is not None
+        # Not retried (it changes usage), so it must not fail on a channel still reconnecting
+        # to an auth service that has just restarted (docs/faults.md).
+        await reconnected(self._channel)
         try:
-            await self._auth().RecordComponentUsage(
+            await stub.RecordComponentUsage(
                 request,
                 metadata=as_caller(caller, self._secret),
                 timeout=_TIMEOUT_SECONDS,

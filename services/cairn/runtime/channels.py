@@ -10,8 +10,9 @@ Faults (docs/faults.md): a peer that restarts is reconnected within a quarter se
 default reconnect backoff grows to two minutes), and the service config's retry policy retries an
 idempotent call the peer answered UNAVAILABLE, with backoff. A call that may have changed state
 (RecordComponentUsage) is not retried: only gRPC's transparent retry of a call that never left
-this process applies to it. What still fails reaches our client as 503 / UNAVAILABLE
-(`unavailable_peer`).
+this process applies to it, and it waits up to a second for a reconnecting channel (`reconnected`)
+instead of failing on one while the peer is already back. What still fails reaches our client
+as 503 / UNAVAILABLE (`unavailable_peer`).
 
 In Kubernetes a service's address is its headless Service (`<release>-cairn-auth:20053`), whose
 DNS name resolves to every ready pod. A plain channel would connect to one of them and keep that
@@ -24,6 +25,8 @@ default); a pod added by a scale-up gets calls once the name is resolved again. 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -127,6 +130,22 @@ def internal_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target, options=CHANNEL_OPTIONS, interceptors=_INTERCEPTORS  # type: ignore[arg-type]
     )
+
+
+# How long a call that must not be repeated waits for a channel that is reconnecting (a peer
+# that just restarted is found again within the 250 ms reconnect backoff above).
+RECONNECT_GRACE_SECONDS = 1.0
+
+
+async def reconnected(channel: grpc.aio.Channel, grace: float = RECONNECT_GRACE_SECONDS) -> None:
+    """Wait up to `grace` for `channel` to be connected, before a call the retry policy must not
+    repeat: such a call fails at once on a channel still reconnecting to a restarted peer,
+    although it was never sent. Past the grace the call goes ahead and fails as UNAVAILABLE."""
+    if channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace):
+            await channel.channel_ready()
 
 
 def unavailable_peer(err: grpc.aio.AioRpcError, service: str) -> Unavailable | None:
