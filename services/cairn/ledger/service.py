@@ -226,7 +226,7 @@ class LedgerService:
             try:
                 return work(self._inline_max_calls)
             except (EvaluationLimitExceeded, LedgerReadNeeded):
-                pass
+                pass  # more than the loop should carry: run again below, in a worker thread
         return await asyncio.to_thread(work, None)
 
     # ------------------------------------------------------------------ helpers

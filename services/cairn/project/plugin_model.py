@@ -19,7 +19,7 @@ def _uuid(raw: object, what: str, problems: Problems) -> str:
         try:
             return str(uuid.UUID(raw))
         except ValueError:
-            pass
+            pass  # reported below, like a value that is not a string
     problems.add(what, f"Invalid field {what}: expected a UUID")
     return ""
 
