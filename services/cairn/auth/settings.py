@@ -10,20 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cairn.runtime.envvars import count
+
 DEFAULT_PLAN_ID = "00000000-0000-0000-0000-000000000000"
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -89,15 +78,17 @@ class AuthSettings:
         defaults = Plan()
         plan = Plan(
             plan_id=env.get("CAIRN_PLAN_ID", "") or DEFAULT_PLAN_ID,
-            project_limit=_int(env, "CAIRN_PLAN_PROJECT_LIMIT", defaults.project_limit),
-            component_limit=_int(env, "CAIRN_PLAN_COMPONENT_LIMIT", defaults.component_limit),
-            worker_limit=_int(env, "CAIRN_PLAN_WORKER_LIMIT", defaults.worker_limit),
-            storage_limit=_int(env, "CAIRN_PLAN_STORAGE_LIMIT", defaults.storage_limit),
-            monthly_gas_limit=_int(env, "CAIRN_PLAN_MONTHLY_GAS_LIMIT", defaults.monthly_gas_limit),
-            monthly_upload_limit=_int(
+            project_limit=count(env, "CAIRN_PLAN_PROJECT_LIMIT", defaults.project_limit),
+            component_limit=count(env, "CAIRN_PLAN_COMPONENT_LIMIT", defaults.component_limit),
+            worker_limit=count(env, "CAIRN_PLAN_WORKER_LIMIT", defaults.worker_limit),
+            storage_limit=count(env, "CAIRN_PLAN_STORAGE_LIMIT", defaults.storage_limit),
+            monthly_gas_limit=count(
+                env, "CAIRN_PLAN_MONTHLY_GAS_LIMIT", defaults.monthly_gas_limit
+            ),
+            monthly_upload_limit=count(
                 env, "CAIRN_PLAN_MONTHLY_UPLOAD_LIMIT", defaults.monthly_upload_limit
             ),
-            max_memory_per_worker=_int(
+            max_memory_per_worker=count(
                 env, "CAIRN_PLAN_MAX_MEMORY_PER_WORKER", defaults.max_memory_per_worker
             ),
         )
@@ -119,13 +110,13 @@ class AuthSettings:
         return cls(
             plan=plan,
             oauth2=oauth2,
-            login_token_ttl_seconds=_int(
+            login_token_ttl_seconds=count(
                 env, "CAIRN_LOGIN_TOKEN_TTL_SECONDS", cls.login_token_ttl_seconds
             ),
-            login_session_ttl_seconds=_int(
+            login_session_ttl_seconds=count(
                 env, "CAIRN_LOGIN_SESSION_TTL_SECONDS", cls.login_session_ttl_seconds
             ),
-            token_cache_seconds=_int(
+            token_cache_seconds=count(
                 env, "CAIRN_AUTH_TOKEN_CACHE_SECONDS", cls.token_cache_seconds
             ),
         )

@@ -22,24 +22,12 @@ from cairn.component.uploads import (
     FormLimits,
 )
 from cairn.runtime.archives import ArchiveLimits
+from cairn.runtime.envvars import positive_int
 
 # Golem's hard per-upload limit: 50 MB (decimal, as Golem's plan_limit.rs checks it).
 DEFAULT_MAX_COMPONENT_BYTES = 50_000_000
 # Golem's default plan allows 500 MB of storage per account; an initial-files zip cannot need more.
 DEFAULT_MAX_FILES_ARCHIVE_BYTES = 500_000_000
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -65,27 +53,27 @@ class ComponentSettings:
         if not blob_env.get("CAIRN_S3_ENDPOINT") and not blob_env.get("CAIRN_BLOB_DIR"):
             blob_env["CAIRN_BLOB_DIR"] = str(run_dir / "blobs")
         return cls(
-            max_component_bytes=_positive_int(
+            max_component_bytes=positive_int(
                 env, "CAIRN_COMPONENT_MAX_BYTES", DEFAULT_MAX_COMPONENT_BYTES
             ),
-            max_files_archive_bytes=_positive_int(
+            max_files_archive_bytes=positive_int(
                 env, "CAIRN_COMPONENT_MAX_FILES_BYTES", DEFAULT_MAX_FILES_ARCHIVE_BYTES
             ),
             archive_limits=ArchiveLimits(
-                max_total_size=_positive_int(
+                max_total_size=positive_int(
                     env, "CAIRN_COMPONENT_MAX_FILES_UNPACKED_BYTES",
                     DEFAULT_ARCHIVE_LIMITS.max_total_size,
                 ),
-                max_entries=_positive_int(
+                max_entries=positive_int(
                     env, "CAIRN_COMPONENT_MAX_FILES_ENTRIES", DEFAULT_ARCHIVE_LIMITS.max_entries
                 ),
-                max_ratio=_positive_int(
+                max_ratio=positive_int(
                     env, "CAIRN_COMPONENT_MAX_FILES_RATIO", DEFAULT_ARCHIVE_LIMITS.max_ratio
                 ),
             ),
             form_limits=FormLimits(
-                max_parts=_positive_int(env, "CAIRN_COMPONENT_MAX_FORM_PARTS", DEFAULT_MAX_PARTS),
-                max_text_part_size=_positive_int(
+                max_parts=positive_int(env, "CAIRN_COMPONENT_MAX_FORM_PARTS", DEFAULT_MAX_PARTS),
+                max_text_part_size=positive_int(
                     env, "CAIRN_COMPONENT_MAX_FORM_FIELD_BYTES", DEFAULT_MAX_TEXT_PART_SIZE
                 ),
             ),

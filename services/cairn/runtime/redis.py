@@ -57,6 +57,7 @@ from redis.exceptions import (
 )
 from redis.maint_notifications import MaintNotificationsConfig
 
+from cairn.runtime.envvars import count, flag
 from cairn.runtime.metrics import LATENCY_BUCKETS, recording
 
 
@@ -256,27 +257,6 @@ def _addresses(name: str, raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
-def _flag(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
-
-
-def _count(name: str, raw: str, default: int) -> int:
-    if not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {raw!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class RedisTarget:
     """Where Redis is and how to reach it (read from the CAIRN_REDIS_* settings)."""
@@ -357,14 +337,13 @@ class RedisTarget:
             cluster_nodes=_addresses("CAIRN_REDIS_CLUSTER_NODES", get("CAIRN_REDIS_CLUSTER_NODES")),
             username=get("CAIRN_REDIS_USERNAME"),
             password=env.get("CAIRN_REDIS_PASSWORD", ""),
-            db=_count("CAIRN_REDIS_DB", get("CAIRN_REDIS_DB"), 0),
-            tls=_flag("CAIRN_REDIS_TLS", get("CAIRN_REDIS_TLS")),
+            db=count(env, "CAIRN_REDIS_DB", 0),
+            tls=flag(env, "CAIRN_REDIS_TLS", False),
             tls_ca_file=get("CAIRN_REDIS_TLS_CA_FILE"),
             tls_cert_file=get("CAIRN_REDIS_TLS_CERT_FILE"),
             tls_key_file=get("CAIRN_REDIS_TLS_KEY_FILE"),
-            replica_acks=_count("CAIRN_REDIS_REPLICA_ACKS", get("CAIRN_REDIS_REPLICA_ACKS"), 0),
-            replica_ack_timeout_ms=_count("CAIRN_REDIS_REPLICA_ACK_TIMEOUT_MS",
-                                          get("CAIRN_REDIS_REPLICA_ACK_TIMEOUT_MS"), 2000),
+            replica_acks=count(env, "CAIRN_REDIS_REPLICA_ACKS", 0),
+            replica_ack_timeout_ms=count(env, "CAIRN_REDIS_REPLICA_ACK_TIMEOUT_MS", 2000),
         )
 
     @property

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cairn.runtime.envvars import choice, flag, integer, positive_int, positive_number, ratio
 from cairn.runtime.redis import RedisTarget
 
 # Below the kernel's ephemeral range (32768-60999 on Linux), so that no client's own local port
@@ -17,66 +18,6 @@ DEFAULT_PORTS = {"project": 20051, "component": 20052, "auth": 20053, "ledger": 
 # A service's Prometheus scrape port defaults to its gRPC port + this (20151-20154), so replicas
 # and side-by-side stacks on one host, which differ in gRPC ports, never collide on it.
 METRICS_PORT_OFFSET = 100
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
-
-
-def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name) or ""
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number between 0 and 1, got {raw!r}")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _int(env, name, default)
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    """One of `choices`, case-insensitive; unset or empty is the first."""
-    raw = env.get(name, "").strip().lower() or choices[0]
-    if raw not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
 
 
 @dataclass(frozen=True)
@@ -148,13 +89,13 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         ports = {
-            name: _int(env, f"CAIRN_{name.upper()}_GRPC_PORT", default)
+            name: integer(env, f"CAIRN_{name.upper()}_GRPC_PORT", default)
             for name, default in DEFAULT_PORTS.items()
         }
         return cls(
             bind_host=env.get("CAIRN_BIND_HOST", "127.0.0.1"),
-            http_port=_int(env, "CAIRN_HTTP_PORT", 8080),
-            envoy_admin_port=_int(env, "CAIRN_ENVOY_ADMIN_PORT", 9901),
+            http_port=integer(env, "CAIRN_HTTP_PORT", 8080),
+            envoy_admin_port=integer(env, "CAIRN_ENVOY_ADMIN_PORT", 9901),
             envoy_admin_host=env.get("CAIRN_ENVOY_ADMIN_HOST", "") or "127.0.0.1",
             grpc_ports=ports,
             redis=RedisTarget.from_env(env),
@@ -170,37 +111,38 @@ class Settings:
                 for name in DEFAULT_PORTS
                 if env.get(f"CAIRN_{name.upper()}_ADDR")
             },
-            grpc_max_message_bytes=_int(env, "CAIRN_GRPC_MAX_MESSAGE_BYTES", 64 << 20),
-            shutdown_grace_seconds=_float(env, "CAIRN_SHUTDOWN_GRACE_SECONDS", 5.0),
-            redis_timeout_seconds=_float(env, "CAIRN_REDIS_TIMEOUT_SECONDS", 5.0),
-            readiness_interval_seconds=_float(env, "CAIRN_READINESS_INTERVAL_SECONDS", 1.0),
-            event_loop=_choice(env, "CAIRN_EVENT_LOOP", ("uvloop", "asyncio")),
-            metrics_enabled=_bool(env, "CAIRN_METRICS_ENABLED", True),
+            grpc_max_message_bytes=integer(env, "CAIRN_GRPC_MAX_MESSAGE_BYTES", 64 << 20),
+            shutdown_grace_seconds=positive_number(env, "CAIRN_SHUTDOWN_GRACE_SECONDS", 5.0),
+            redis_timeout_seconds=positive_number(env, "CAIRN_REDIS_TIMEOUT_SECONDS", 5.0),
+            readiness_interval_seconds=positive_number(
+                env, "CAIRN_READINESS_INTERVAL_SECONDS", 1.0),
+            event_loop=choice(env, "CAIRN_EVENT_LOOP", ("uvloop", "asyncio")),
+            metrics_enabled=flag(env, "CAIRN_METRICS_ENABLED", True),
             metrics_ports={
-                name: _int(env, f"CAIRN_{name.upper()}_METRICS_PORT", port + METRICS_PORT_OFFSET)
+                name: integer(env, f"CAIRN_{name.upper()}_METRICS_PORT", port + METRICS_PORT_OFFSET)
                 for name, port in ports.items()
             },
-            envoy_stats_port=_int(env, "CAIRN_ENVOY_STATS_PORT",
-                                  _int(env, "CAIRN_ENVOY_ADMIN_PORT", 9901) + 1),
+            envoy_stats_port=integer(env, "CAIRN_ENVOY_STATS_PORT",
+                                  integer(env, "CAIRN_ENVOY_ADMIN_PORT", 9901) + 1),
             otlp_endpoint=env.get("CAIRN_OTLP_ENDPOINT", "").strip(),
-            trace_sample_ratio=_ratio(env, "CAIRN_TRACE_SAMPLE_RATIO", 1.0),
-            restart_limit=_int(env, "CAIRN_RESTART_LIMIT", 5),
-            restart_window_seconds=_float(env, "CAIRN_RESTART_WINDOW_SECONDS", 60.0),
-            envoy_drain_seconds=_float(env, "CAIRN_ENVOY_DRAIN_SECONDS", 5.0),
-            json_max_bytes=_positive_int(env, "CAIRN_JSON_MAX_BYTES", 16 << 20),
-            json_max_depth=_positive_int(env, "CAIRN_JSON_MAX_DEPTH", 128),
-            json_max_number_chars=_positive_int(env, "CAIRN_JSON_MAX_NUMBER_CHARS", 100),
-            json_max_string_chars=_positive_int(env, "CAIRN_JSON_MAX_STRING_CHARS", 1 << 20),
-            envoy_headers_timeout_seconds=_positive_int(
+            trace_sample_ratio=ratio(env, "CAIRN_TRACE_SAMPLE_RATIO", 1.0),
+            restart_limit=integer(env, "CAIRN_RESTART_LIMIT", 5),
+            restart_window_seconds=positive_number(env, "CAIRN_RESTART_WINDOW_SECONDS", 60.0),
+            envoy_drain_seconds=positive_number(env, "CAIRN_ENVOY_DRAIN_SECONDS", 5.0),
+            json_max_bytes=positive_int(env, "CAIRN_JSON_MAX_BYTES", 16 << 20),
+            json_max_depth=positive_int(env, "CAIRN_JSON_MAX_DEPTH", 128),
+            json_max_number_chars=positive_int(env, "CAIRN_JSON_MAX_NUMBER_CHARS", 100),
+            json_max_string_chars=positive_int(env, "CAIRN_JSON_MAX_STRING_CHARS", 1 << 20),
+            envoy_headers_timeout_seconds=positive_int(
                 env, "CAIRN_ENVOY_HEADERS_TIMEOUT_SECONDS", 10),
-            envoy_idle_timeout_seconds=_positive_int(env, "CAIRN_ENVOY_IDLE_TIMEOUT_SECONDS", 60),
-            envoy_request_timeout_seconds=_positive_int(
+            envoy_idle_timeout_seconds=positive_int(env, "CAIRN_ENVOY_IDLE_TIMEOUT_SECONDS", 60),
+            envoy_request_timeout_seconds=positive_int(
                 env, "CAIRN_ENVOY_REQUEST_TIMEOUT_SECONDS", 60),
-            envoy_transfer_timeout_seconds=_positive_int(
+            envoy_transfer_timeout_seconds=positive_int(
                 env, "CAIRN_ENVOY_TRANSFER_TIMEOUT_SECONDS", 900),
-            envoy_stream_timeout_seconds=_positive_int(
+            envoy_stream_timeout_seconds=positive_int(
                 env, "CAIRN_ENVOY_STREAM_TIMEOUT_SECONDS", 86_400),
-            envoy_max_connections=_positive_int(env, "CAIRN_ENVOY_MAX_CONNECTIONS", 4096),
+            envoy_max_connections=positive_int(env, "CAIRN_ENVOY_MAX_CONNECTIONS", 4096),
         )
 
     @property
