@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.generation.modes import GenerationMode
 
 from cairn.stack.envoy_config import OPENAPI_DOCUMENT
+from tests.damage import damaged
 
 from .conftest import RunningStack, running_stack
 from .fuzz import (
@@ -41,7 +42,6 @@ from .fuzz import (
     files_zip,
     fixture_inputs,
     hostile_requests,
-    mutate_bytes,
     targets,
 )
 from .hostile import ALICE, bearer
@@ -150,24 +150,24 @@ def test_damaged_wasm_dar_and_zip_uploads(
     for n in range(BINARIES):
         match n % 4:
             case 0:  # a new component from a damaged binary
-                wasm = mutate_bytes(rng.choice(inputs["wasm"]), rng)
+                wasm = damaged(rng.choice(inputs["wasm"]), rng)
                 judge.send("POST", "/v1/components", what="damaged wasm", headers=root, files={
                     "query": (None, json.dumps({"componentName": f"fz-{n}-{rng.random()}"}),
                               "application/json"),
                     "component": ("c.wasm", wasm, "application/wasm")})
             case 1:  # a damaged binary as a new version
                 judge.send("PUT", f"/v1/components/{component}/upload", what="damaged wasm",
-                           content=mutate_bytes(rng.choice(inputs["wasm"]), rng),
+                           content=damaged(rng.choice(inputs["wasm"]), rng),
                            headers={**root, "Content-Type": "application/octet-stream"})
             case 2:  # a damaged DAR
                 judge.send("POST", "/v1/packages", what="damaged dar",
-                           content=mutate_bytes(rng.choice(inputs["dar"]), rng),
+                           content=damaged(rng.choice(inputs["dar"]), rng),
                            headers={**bearer(ALICE), "Content-Type": "application/octet-stream"})
             case _:  # a damaged initial-files zip beside a good binary
                 judge.send("POST", f"/v1/components/{component}/updates", what="damaged zip",
                            headers=root, files={
                                "component": ("c.wasm", inputs["wasm"][0], "application/wasm"),
-                               "files": ("f.zip", mutate_bytes(files_zip(rng), rng),
+                               "files": ("f.zip", damaged(files_zip(rng), rng),
                                          "application/zip")})
     _assert_kept(report)
 

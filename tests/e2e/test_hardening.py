@@ -17,6 +17,8 @@ import httpx
 import pytest
 import redis as syncredis
 
+from tests.damage import damaged
+
 from .conftest import RunningStack
 from .hostile import ALICE, REPLY_BOUND_SECONDS, bearer, redis_digest
 
@@ -170,16 +172,8 @@ def test_corrupt_dars_are_400_and_store_nothing(
                  for name in ("test-1.15.dar", "dummy-daml-app-0.0.1-sdk_1_3_0-lf_1_8.dar")]
     headers = {**bearer(ALICE), "Content-Type": "application/octet-stream"}
     for _ in range(12):
-        data = bytearray(rng.choice(originals))
-        where = rng.randrange(len(data))
-        match rng.randrange(3):
-            case 0:
-                data[where] ^= 1 << rng.randrange(8)
-            case 1:
-                del data[where:]
-            case _:
-                data[where:where + 32] = rng.randbytes(32)
-        reply = api.post("/v1/packages", content=bytes(data), headers=headers)
+        reply = api.post("/v1/packages", content=damaged(rng.choice(originals), rng),
+                         headers=headers)
         if reply.status_code == 200:
             continue  # the flip hit a byte nothing reads (e.g. a zip comment or a source file)
         assert reply.status_code == 400, reply.text
